@@ -1,0 +1,471 @@
+//! Configuration: one typed serde tree, built from defaults, then the TOML file, then
+//! `RELEASE_EDGE_*` environment variables (`__` between levels). Secrets never come from
+//! the file: they are read from the environment into [`Secrets`] and never printed.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// The config file read when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/release-edge.toml";
+
+/// Prefix of every environment override.
+pub const ENV_PREFIX: &str = "RELEASE_EDGE_";
+
+/// The whole configuration (SPEC §4). Every section has documented defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the public listener.
+    pub listen: SocketAddr,
+    /// Base of every absolute URL the server writes (no trailing slash).
+    pub public_url: String,
+    /// Separate listener for `/metrics`; without it `/metrics` is on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// CIDRs whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// The object store.
+    pub store: StoreConfig,
+    /// The manifest and metadata cache.
+    pub cache: CacheConfig,
+    /// GitHub Releases as fallback origin (optional).
+    pub github: Option<GithubConfig>,
+    /// Connection handling.
+    pub server: ServerConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: "http://127.0.0.1:8080".into(),
+            metrics_listen: None,
+            trusted_proxies: Vec::new(),
+            store: StoreConfig::default(),
+            cache: CacheConfig::default(),
+            github: None,
+            server: ServerConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Which store backend serves `releases/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A local directory.
+    Fs,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Backend; default `fs`.
+    pub kind: StoreKind,
+    /// fs: the directory that holds `releases/`. Default `samples` (the sample releases
+    /// shipped in the repository), relative to the working directory.
+    pub root: PathBuf,
+    /// Longest a single store operation (open, metadata) may take before it counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Fs,
+            root: PathBuf::from("samples"),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// How long a manifest is trusted before revalidation. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub manifest_ttl: Duration,
+    /// How long a stale manifest may stand in for a failing origin. Default 24 h.
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
+    /// `Cache-Control: max-age` of manifest responses, in seconds. Default 300.
+    pub manifest_max_age: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            manifest_ttl: Duration::from_secs(60),
+            stale_if_error: Duration::from_secs(24 * 3600),
+            manifest_max_age: 300,
+        }
+    }
+}
+
+/// `[github]`: the fallback origin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// Repository owner.
+    pub owner: String,
+    /// Repository name.
+    pub repo: String,
+    /// API base URL (GitHub Enterprise, or a local stand-in in tests).
+    #[serde(default = "default_github_api")]
+    pub api_url: String,
+}
+
+fn default_github_api() -> String {
+    "https://api.github.com".into()
+}
+
+/// `[server]`: connection handling.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// A client must send its request headers within this time (slowloris). Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed: idle
+    /// keep-alive, half-open peers, clients that stopped reading. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Longest time from request to response headers. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// `/readyz` is 200 when the store answered a probe within this interval. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub readiness_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_grace: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            readiness_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `release_edge=debug,tower_http=info`); `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Secrets: read from the environment only, never from the file, never printed.
+#[derive(Default)]
+pub struct Secrets {
+    /// `RELEASE_EDGE_ADMIN_TOKENS`, comma-separated bearer tokens for `/admin/*`.
+    pub admin_tokens: Vec<SecretString>,
+    /// `GITHUB_TOKEN`, for private repositories and a higher rate limit.
+    pub github_token: Option<SecretString>,
+}
+
+impl Secrets {
+    /// Reads the secrets from the process environment.
+    pub fn from_env() -> Self {
+        let admin_tokens = std::env::var("RELEASE_EDGE_ADMIN_TOKENS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| SecretString::from(t.to_owned()))
+            .collect();
+        let github_token = std::env::var("GITHUB_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(SecretString::from);
+        Self {
+            admin_tokens,
+            github_token,
+        }
+    }
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tokens = self.admin_tokens.len();
+        let github = self
+            .github_token
+            .as_ref()
+            .map(|t| !t.expose_secret().is_empty());
+        f.debug_struct("Secrets")
+            .field("admin_tokens", &format_args!("<{tokens} set>"))
+            .field(
+                "github_token",
+                &format_args!("{}", if github.is_some() { "<set>" } else { "<unset>" }),
+            )
+            .finish()
+    }
+}
+
+/// A configuration that could not be loaded; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, the environment or a value did not parse.
+    #[error("{0}")]
+    Parse(Box<figment::Error>),
+    /// A value parsed but makes no sense.
+    #[error("invalid `{key}`: {message}")]
+    Invalid {
+        /// Dotted path of the key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// `--config` named a file that does not exist.
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+}
+
+impl Config {
+    /// Loads defaults, then `path` (or [`DEFAULT_CONFIG_PATH`] when it exists), then the
+    /// environment, and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(p) if !p.exists() => return Err(ConfigError::MissingFile(p.to_path_buf())),
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
+        };
+        Self::from_figment(Self::figment(file.as_deref()))
+    }
+
+    /// The layered sources: defaults, file, environment.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        // Secrets share the prefix but are not config keys (see `Secrets`).
+        figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .split("__")
+                .ignore(&["admin_tokens"]),
+        )
+    }
+
+    /// Extracts and validates.
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_owned(),
+        };
+        let trimmed = self.public_url.trim_end_matches('/').to_owned();
+        let uri: http::Uri = trimmed
+            .parse()
+            .map_err(|e| invalid("public_url", &format!("not a URL: {e}")))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+            return Err(invalid(
+                "public_url",
+                "must be an absolute http:// or https:// URL",
+            ));
+        }
+        if uri.query().is_some() {
+            return Err(invalid("public_url", "must not have a query string"));
+        }
+        self.public_url = trimmed;
+        if self.server.header_read_timeout.is_zero() {
+            return Err(invalid("server.header_read_timeout", "must be more than 0"));
+        }
+        if self.server.idle_timeout.is_zero() {
+            return Err(invalid("server.idle_timeout", "must be more than 0"));
+        }
+        if self.server.request_timeout.is_zero() {
+            return Err(invalid("server.request_timeout", "must be more than 0"));
+        }
+        if self.server.readiness_interval.is_zero() {
+            return Err(invalid("server.readiness_interval", "must be more than 0"));
+        }
+        if self.store.timeout.is_zero() {
+            return Err(invalid("store.timeout", "must be more than 0"));
+        }
+        if self.store.kind == StoreKind::Fs && !self.store.root.is_dir() {
+            return Err(invalid(
+                "store.root",
+                &format!("{} is not a directory", self.store.root.display()),
+            ));
+        }
+        if let Some(github) = &self.github
+            && (github.owner.is_empty() || github.repo.is_empty())
+        {
+            return Err(invalid("github", "owner and repo must both be set"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid("log.level", "not a tracing filter directive"));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+// figment's `Jail` closures return its own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load(jail: &Jail, toml: &str) -> Result<Config, ConfigError> {
+        jail.create_file("release-edge.toml", toml)
+            .expect("write config");
+        Config::load(Some(Path::new("release-edge.toml")))
+    }
+
+    #[test]
+    fn defaults_file_then_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_dir("store")?;
+            jail.set_env("RELEASE_EDGE_LISTEN", "127.0.0.1:9999");
+            jail.set_env("RELEASE_EDGE_CACHE__MANIFEST_TTL", "2m 30s");
+            jail.set_env("RELEASE_EDGE_ADMIN_TOKENS", "a,b");
+            let config = load(
+                jail,
+                r#"
+                public_url = "https://dl.example.com/"
+                [store]
+                root = "store"
+                [cache]
+                manifest_max_age = 120
+                "#,
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!(config.listen, "127.0.0.1:9999".parse().unwrap());
+            assert_eq!(config.public_url, "https://dl.example.com");
+            assert_eq!(config.store.root, PathBuf::from("store"));
+            assert_eq!(config.cache.manifest_ttl, Duration::from_secs(150));
+            assert_eq!(config.cache.manifest_max_age, 120);
+            assert_eq!(config.cache.stale_if_error, Duration::from_secs(86_400));
+            assert_eq!(config.server.shutdown_grace, Duration::from_secs(30));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        Jail::expect_with(|jail| {
+            jail.create_dir("store")?;
+            let err = load(jail, "lisen = \"127.0.0.1:1\"\n[store]\nroot = \"store\"\n")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("lisen"), "{err}");
+            let err = load(jail, "[store]\nroot = \"store\"\nbukket = \"x\"\n")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("bukket"), "{err}");
+            jail.set_env("RELEASE_EDGE_CACHE__TTL", "5s");
+            let err = load(jail, "[store]\nroot = \"store\"\n")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("ttl"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        Jail::expect_with(|jail| {
+            jail.create_dir("store")?;
+            let cases = [
+                ("[cache]\nmanifest_ttl = \"soon\"\n", "manifest_ttl"),
+                ("listen = \"nowhere\"\n", "listen"),
+                ("public_url = \"ftp://x\"\n", "public_url"),
+                ("[store]\nroot = \"missing-dir\"\n", "store.root"),
+                ("[log]\nformat = \"xml\"\n", "format"),
+                ("[server]\nidle_timeout = \"0s\"\n", "server.idle_timeout"),
+                ("[store]\nkind = \"ftp\"\n", "kind"),
+            ];
+            for (toml, key) in cases {
+                // Top-level keys come first in TOML, so the store section goes last.
+                let body = if toml.contains("[store]") {
+                    toml.to_owned()
+                } else {
+                    format!("{toml}\n[store]\nroot = \"store\"\n")
+                };
+                let err = load(jail, &body).unwrap_err().to_string();
+                assert!(err.contains(key), "{key}: {err}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/release-edge.toml"))).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/release-edge.toml"));
+    }
+
+    #[test]
+    fn rendered_config_round_trips_and_holds_no_secret() {
+        Jail::expect_with(|jail| {
+            jail.create_dir("store")?;
+            jail.set_env("RELEASE_EDGE_ADMIN_TOKENS", "hunter2");
+            let config = load(jail, "[store]\nroot = \"store\"\n").map_err(|e| e.to_string())?;
+            let rendered = config.to_toml();
+            assert!(!rendered.contains("hunter2"));
+            assert!(rendered.contains("manifest_ttl = \"1m\""), "{rendered}");
+            jail.create_file("rendered.toml", &rendered)?;
+            let again =
+                Config::load(Some(Path::new("rendered.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(again.to_toml(), rendered);
+            let secrets = format!("{:?}", Secrets::from_env());
+            assert!(secrets.contains("admin_tokens: <1 set>"), "{secrets}");
+            assert!(!secrets.contains("hunter2"));
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,128 @@
+//! One error type for every handler, given its HTTP meaning in one place.
+//!
+//! Client mistakes (4xx) are not logged as errors; a 5xx is logged once with its cause
+//! chain and the client gets an opaque JSON body. Every body is
+//! `{"error": "<code>", "message": "<human text>"}` (SPEC §2).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+use crate::store::StoreError;
+use crate::store::key::KeyError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The path is not a valid object key.
+    #[error("invalid path: {0}")]
+    InvalidPath(#[from] KeyError),
+    /// No route, or no object.
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// `If-Match` / `If-Unmodified-Since` failed.
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// No requested range overlaps the object.
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable {
+        /// Size of the object, for `Content-Range: bytes */size`.
+        size: u64,
+    },
+    /// The handler did not produce headers within the request timeout.
+    #[error("request timed out after {0:?}")]
+    RequestTimeout(Duration),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A bug: caught panics and the like.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            AppError::InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
+            AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            AppError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            AppError::PreconditionFailed => {
+                (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+            }
+            AppError::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
+            AppError::RequestTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            AppError::Store(StoreError::NotFound { .. }) => (StatusCode::NOT_FOUND, "not_found"),
+            AppError::Store(StoreError::Timeout(_)) => {
+                (StatusCode::GATEWAY_TIMEOUT, "store_timeout")
+            }
+            AppError::Store(StoreError::Unavailable { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+            }
+            AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// The text the client sees: precise for client errors, opaque for server errors.
+    fn public_message(&self) -> String {
+        match self {
+            AppError::Store(StoreError::NotFound { key }) => format!("no object at {key}"),
+            AppError::Store(StoreError::Timeout(_)) | AppError::RequestTimeout(_) => {
+                "the origin did not answer in time; retry later".into()
+            }
+            AppError::Store(StoreError::Unavailable { .. }) => {
+                "the store is unavailable; retry later".into()
+            }
+            AppError::Internal(_) => "internal server error".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Logs `err` with its whole `source()` chain.
+fn log_server_error(err: &AppError) {
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    tracing::error!(error = %chain, "request failed");
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            log_server_error(&self);
+        }
+        let body = Json(json!({ "error": code, "message": self.public_message() }));
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        // Errors must never be cached as if they were the object.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match &self {
+            AppError::RangeNotSatisfiable { size } => {
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    headers.insert(header::CONTENT_RANGE, value);
+                }
+            }
+            AppError::Store(StoreError::Unavailable { .. }) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            AppError::MethodNotAllowed => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

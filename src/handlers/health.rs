@@ -1,0 +1,41 @@
+//! Liveness, readiness and metrics: outside the heavy layers, cheap to call often.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+use serde_json::json;
+
+use crate::state::AppState;
+
+/// `GET /healthz`: 200 while the process runs.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 when the store answered within the readiness interval, else 503.
+pub async fn readyz(State(app): State<AppState>) -> Response {
+    match app.is_ready().await {
+        Ok(()) => Json(json!({ "status": "ready", "store": app.store.kind() })).into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "store not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": "not_ready", "message": err.to_string() })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,18 @@
+//! release-edge: one server in front of an object store full of desktop-app releases,
+//! serving artifacts, update feeds and download links.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod http;
+pub mod metrics;
+pub mod middleware;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+pub use router::build as app;
+pub use state::{App, AppState};

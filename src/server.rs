@@ -1,0 +1,299 @@
+//! Listeners and connections: HTTP/1.1 and HTTP/2 (h2c) through hyper, header-read and idle
+//! timeouts, and graceful shutdown that lets in-flight downloads finish.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt;
+
+use crate::config::ServerConfig;
+use crate::router;
+use crate::state::AppState;
+
+/// hyper's per-connection buffer limit. It bounds both the request head (a 1000-range
+/// `Range` header from electron-updater is about 25 KiB) and how much response body hyper
+/// queues for a slow reader: with 200 clients on one large file, memory stays small.
+const MAX_BUF_SIZE: usize = 64 * 1024;
+
+/// A bound, not yet running server.
+pub struct Server {
+    state: AppState,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+}
+
+impl Server {
+    /// Binds `listen` (and `metrics_listen` when set).
+    pub async fn bind(state: AppState) -> io::Result<Self> {
+        let listener = TcpListener::bind(state.config.listen).await?;
+        let metrics_listener = match state.config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Ok(Self {
+            state,
+            listener,
+            metrics_listener,
+        })
+    }
+
+    /// The bound public address (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The bound metrics address, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and waits for in-flight
+    /// requests for up to `server.shutdown_grace` before returning.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let settings = self.state.config.server.clone();
+        let public = router::build(self.state.clone());
+        let metrics = router::metrics(self.state.clone());
+        let builder = connection_builder(&settings);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted.map(|c| (c, &public)),
+                accepted = accept_optional(self.metrics_listener.as_ref()) => {
+                    accepted.map(|c| (c, &metrics))
+                }
+                () = &mut shutdown => break,
+            };
+            let ((stream, peer), app) = match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            serve_connection(&builder, &graceful, stream, peer, app.clone(), &settings);
+        }
+
+        drop(self.listener);
+        drop(self.metrics_listener);
+        tracing::info!(
+            grace = ?settings.shutdown_grace,
+            "shutting down: no new connections, draining in-flight requests"
+        );
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections drained"),
+            () = tokio::time::sleep(settings.shutdown_grace) => {
+                tracing::warn!("shutdown grace period over; closing remaining connections");
+            }
+        }
+    }
+}
+
+async fn accept_optional(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn connection_builder(settings: &ServerConfig) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(MAX_BUF_SIZE)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+fn serve_connection(
+    builder: &Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    settings: &ServerConfig,
+) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+    }
+    let io = TokioIo::new(IdleTimeout::new(stream, settings.idle_timeout));
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        // Handlers see the peer address (rollout bucketing, trusted proxies).
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(req)
+    });
+    let connection = builder.serve_connection(io, service).into_owned();
+    let connection = graceful.watch(connection);
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, %peer, "connection closed with error");
+        }
+    });
+}
+
+pin_project_lite::pin_project! {
+    /// Closes a connection on which no byte has moved, in either direction, for `timeout`:
+    /// idle keep-alive connections, half-open peers, and clients that stopped reading a
+    /// download all release their socket and buffers. A slow but live client keeps going.
+    pub struct IdleTimeout<T> {
+        #[pin]
+        inner: T,
+        deadline: Pin<Box<Sleep>>,
+        timeout: Duration,
+        last_progress: Instant,
+    }
+}
+
+impl<T> IdleTimeout<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T, timeout: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep_until(now + timeout)),
+            timeout,
+            last_progress: now,
+        }
+    }
+}
+
+/// Called when the inner I/O is not ready: fails once `timeout` has passed without progress.
+fn expired(
+    deadline: &mut Pin<Box<Sleep>>,
+    last_progress: Instant,
+    timeout: Duration,
+    cx: &mut Context<'_>,
+) -> bool {
+    let due = last_progress + timeout;
+    if deadline.deadline() != due {
+        deadline.as_mut().reset(due);
+    }
+    deadline.as_mut().poll(cx).is_ready()
+}
+
+fn idle_error() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "connection idle timeout")
+}
+
+impl<T: AsyncRead> AsyncRead for IdleTimeout<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        match this.inner.poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    *this.last_progress = Instant::now();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending if expired(this.deadline, *this.last_progress, *this.timeout, cx) => {
+                Poll::Ready(Err(idle_error()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for IdleTimeout<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        match this.inner.poll_write(cx, buf) {
+            Poll::Ready(result) => {
+                if matches!(result, Ok(n) if n > 0) {
+                    *this.last_progress = Instant::now();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending if expired(this.deadline, *this.last_progress, *this.timeout, cx) => {
+                Poll::Ready(Err(idle_error()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        match this.inner.poll_write_vectored(cx, bufs) {
+            Poll::Ready(result) => {
+                if matches!(result, Ok(n) if n > 0) {
+                    *this.last_progress = Instant::now();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending if expired(this.deadline, *this.last_progress, *this.timeout, cx) => {
+                Poll::Ready(Err(idle_error()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,342 @@
+//! The filesystem store: a local directory that holds `releases/`, confined with `cap-std`.
+//!
+//! All file I/O runs on Tokio's blocking pool. Opening a file, reading its metadata and, for
+//! small files, its whole content happen in one blocking call, so a manifest or signature
+//! costs one hop off the async workers.
+
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use moka::future::Cache;
+
+use super::{ByteStream, Object, ObjectKey, ObjectMeta, ObjectSource, StoreError};
+use crate::http::conditional::ByteRange;
+
+/// Files up to this size are read whole when opened: one blocking hop serves the request.
+const SMALL_FILE: u64 = 64 * 1024;
+
+/// Size of each read while streaming. Small enough that 200 slow clients hold little memory
+/// (hyper buffers about one chunk per connection), large enough for few syscalls.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// How many file identities keep their computed ETag.
+const ETAG_CACHE_ENTRIES: u64 = 100_000;
+
+/// A file changed this recently may change again within the same timestamp tick without any
+/// visible metadata change, so its hash is not cached (git's "racy" index entries).
+const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// Everything that changes when a file's content can have changed: a new file (publish
+/// renames into place), a write (mtime, ctime), a truncate or append (size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileIdentity {
+    fn of(md: &std::fs::Metadata) -> Self {
+        Self {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.len(),
+            mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+            ctime_ns: i128::from(md.ctime()) * 1_000_000_000 + i128::from(md.ctime_nsec()),
+        }
+    }
+
+    fn is_racy(&self) -> bool {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(i128::MAX);
+        now - self.mtime_ns.max(self.ctime_ns) < RACY_WINDOW.as_nanos() as i128
+    }
+}
+
+/// A local directory store.
+pub struct FsStore {
+    root: Arc<Dir>,
+    root_path: PathBuf,
+    /// Content hashes by file identity: the strong ETag of a file is the BLAKE3 of its bytes,
+    /// so it changes whenever the content does and is the same on every node that serves the
+    /// same files. Concurrent misses for one file hash it once.
+    etags: Cache<FileIdentity, Arc<str>>,
+}
+
+/// The bytes of an opened file.
+#[derive(Clone)]
+pub(super) enum FsSource {
+    /// Small files, read whole when opened.
+    Memory(Bytes),
+    /// Larger files, read by position (`pread`) so that parts of one response never share a
+    /// file offset.
+    File(Arc<std::fs::File>),
+}
+
+impl FsStore {
+    /// Opens `root` as the store's root directory.
+    pub fn new(root: &Path) -> Result<Self, StoreError> {
+        let dir = Dir::open_ambient_dir(root, ambient_authority()).map_err(|err| {
+            StoreError::Unavailable {
+                message: format!("cannot open store root {}", root.display()),
+                source: Some(err),
+            }
+        })?;
+        Ok(Self {
+            root: Arc::new(dir),
+            root_path: root.to_path_buf(),
+            etags: Cache::builder().max_capacity(ETAG_CACHE_ENTRIES).build(),
+        })
+    }
+
+    /// The root directory this store serves.
+    pub fn root_path(&self) -> &Path {
+        &self.root_path
+    }
+
+    pub(super) async fn open(&self, key: &ObjectKey) -> Result<Object, StoreError> {
+        let root = Arc::clone(&self.root);
+        let path = key.as_str().to_owned();
+        let opened = tokio::task::spawn_blocking(move || open_blocking(&root, &path))
+            .await
+            .map_err(join_error)?
+            .map_err(|err| StoreError::from_io(key, err))?;
+
+        let identity = FileIdentity::of(&opened.metadata);
+        let etag = if identity.is_racy() {
+            hash_source(opened.source.clone()).await
+        } else {
+            let source = opened.source.clone();
+            self.etags
+                .try_get_with(identity, hash_source(source))
+                .await
+                .map_err(|err: Arc<io::Error>| io::Error::new(err.kind(), err.to_string()))
+        }
+        .map_err(|err| StoreError::from_io(key, err))?;
+
+        Ok(Object {
+            meta: ObjectMeta {
+                size: identity.size,
+                etag: format!("\"{etag}\""),
+                last_modified: opened.metadata.modified().ok(),
+                content_type: None,
+            },
+            source: ObjectSource::Fs(opened.source),
+        })
+    }
+
+    pub(super) async fn probe(&self) -> Result<(), StoreError> {
+        let root = Arc::clone(&self.root);
+        tokio::task::spawn_blocking(move || root.dir_metadata())
+            .await
+            .map_err(join_error)?
+            .map(|_| ())
+            .map_err(|err| StoreError::Unavailable {
+                message: "store root is not readable".into(),
+                source: Some(err),
+            })
+    }
+}
+
+struct Opened {
+    metadata: std::fs::Metadata,
+    source: FsSource,
+}
+
+fn open_blocking(root: &Dir, path: &str) -> io::Result<Opened> {
+    let file = root.open(path)?.into_std();
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(io::Error::from(io::ErrorKind::NotFound));
+    }
+    let source = if metadata.len() <= SMALL_FILE {
+        let mut buf = BytesMut::zeroed(metadata.len() as usize);
+        file.read_exact_at(&mut buf, 0)?;
+        FsSource::Memory(buf.freeze())
+    } else {
+        FsSource::File(Arc::new(file))
+    };
+    Ok(Opened { metadata, source })
+}
+
+async fn hash_source(source: FsSource) -> io::Result<Arc<str>> {
+    match source {
+        FsSource::Memory(bytes) => Ok(etag_of(blake3::hash(&bytes))),
+        FsSource::File(file) => tokio::task::spawn_blocking(move || {
+            let mut hasher = blake3::Hasher::new();
+            let mut buf = vec![0u8; 1024 * 1024];
+            let mut offset = 0u64;
+            loop {
+                let n = file.read_at(&mut buf, offset)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                offset += n as u64;
+            }
+            Ok(etag_of(hasher.finalize()))
+        })
+        .await
+        .map_err(io::Error::other)?,
+    }
+}
+
+/// 128 bits of the content hash, hex: plenty against collisions, short on the wire.
+fn etag_of(hash: blake3::Hash) -> Arc<str> {
+    let hex = hash.to_hex();
+    Arc::from(&hex.as_str()[..32])
+}
+
+fn join_error(err: tokio::task::JoinError) -> StoreError {
+    StoreError::Unavailable {
+        message: "blocking file task failed".into(),
+        source: Some(io::Error::other(err)),
+    }
+}
+
+impl FsSource {
+    pub(super) fn read(&self, range: ByteRange) -> ByteStream {
+        match self {
+            FsSource::Memory(bytes) => {
+                let slice = usize::try_from(range.start)
+                    .ok()
+                    .zip(usize::try_from(range.end).ok())
+                    .and_then(|(start, end)| bytes.get(start..=end).map(|_| (start, end)));
+                let item = match slice {
+                    Some((start, end)) => Ok(bytes.slice(start..=end)),
+                    None => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "range outside the file",
+                    )),
+                };
+                Box::pin(futures_util::stream::iter([item]))
+            }
+            FsSource::File(file) => read_file_range(Arc::clone(file), range),
+        }
+    }
+}
+
+/// Streams `range` of `file` in [`READ_CHUNK`] pieces, each read on the blocking pool. A file
+/// that shrank under us ends the stream with an error, never with short data.
+fn read_file_range(file: Arc<std::fs::File>, range: ByteRange) -> ByteStream {
+    let end = range.end + 1;
+    Box::pin(futures_util::stream::try_unfold(
+        (file, range.start),
+        move |(file, pos)| async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let len = (end - pos).min(READ_CHUNK as u64) as usize;
+            let reader = Arc::clone(&file);
+            let chunk = tokio::task::spawn_blocking(move || {
+                let mut buf = BytesMut::zeroed(len);
+                reader.read_exact_at(&mut buf, pos).map(|()| buf.freeze())
+            })
+            .await
+            .map_err(io::Error::other)??;
+            Ok(Some((chunk, (file, pos + len as u64))))
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::TryStreamExt;
+
+    async fn collect(stream: ByteStream) -> Vec<u8> {
+        stream
+            .try_fold(Vec::new(), |mut acc, chunk| async move {
+                acc.extend_from_slice(&chunk);
+                Ok(acc)
+            })
+            .await
+            .unwrap()
+    }
+
+    fn store_with(files: &[(&str, Vec<u8>)]) -> (tempfile::TempDir, FsStore) {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, content) in files {
+            let full = dir.path().join(path);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, content).unwrap();
+        }
+        let store = FsStore::new(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    fn key(path: &str) -> ObjectKey {
+        ObjectKey::from_trusted(path).unwrap()
+    }
+
+    #[tokio::test]
+    async fn small_and_large_files_read_exact_ranges() {
+        let large: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let (_dir, store) = store_with(&[
+            ("releases/v1/small.yml", b"version: 1.0.0\n".to_vec()),
+            ("releases/v1/large.bin", large.clone()),
+        ]);
+        let small = store.open(&key("releases/v1/small.yml")).await.unwrap();
+        assert_eq!(small.meta.size, 15);
+        let got = collect(small.read(ByteRange { start: 9, end: 13 })).await;
+        assert_eq!(got, b"1.0.0");
+
+        let object = store.open(&key("releases/v1/large.bin")).await.unwrap();
+        assert_eq!(object.meta.size, 300_000);
+        let range = ByteRange {
+            start: 65_000,
+            end: 200_123,
+        };
+        let got = collect(object.read(range)).await;
+        assert_eq!(got, large[65_000..=200_123]);
+    }
+
+    #[tokio::test]
+    async fn etag_is_strong_content_hash_and_changes_with_content() {
+        let (dir, store) = store_with(&[("releases/v1/a.bin", vec![1; 100])]);
+        let first = store.open(&key("releases/v1/a.bin")).await.unwrap();
+        assert!(first.meta.etag.starts_with('"') && first.meta.etag.ends_with('"'));
+        assert_eq!(first.meta.etag.len(), 34);
+        let again = store.open(&key("releases/v1/a.bin")).await.unwrap();
+        assert_eq!(first.meta.etag, again.meta.etag);
+
+        // Same size, rewritten immediately: the identity may not change, the hash must.
+        std::fs::write(dir.path().join("releases/v1/a.bin"), vec![2; 100]).unwrap();
+        let changed = store.open(&key("releases/v1/a.bin")).await.unwrap();
+        assert_ne!(first.meta.etag, changed.meta.etag);
+
+        // The same bytes elsewhere have the same ETag: nodes agree without talking.
+        let (_dir2, other) = store_with(&[("releases/v1/a.bin", vec![2; 100])]);
+        let twin = other.open(&key("releases/v1/a.bin")).await.unwrap();
+        assert_eq!(changed.meta.etag, twin.meta.etag);
+    }
+
+    #[tokio::test]
+    async fn missing_directories_and_escapes_are_not_found() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+        let (dir, store) = store_with(&[("releases/v1/a.bin", vec![1; 10])]);
+        std::os::unix::fs::symlink(
+            outside.path().join("secret"),
+            dir.path().join("releases/v1/link"),
+        )
+        .unwrap();
+        for path in ["releases/v1/none", "releases/v1", "releases/v1/link"] {
+            match store.open(&key(path)).await {
+                Err(StoreError::NotFound { .. }) => {}
+                Err(other) => panic!("{path}: {other}"),
+                Ok(_) => panic!("{path}: opened"),
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The object store behind release-edge: one closed set of backends, picked by config.
+//!
+//! Every backend answers the same two questions: what is this object (its [`ObjectMeta`]),
+//! and give me these bytes of it (a [`ByteStream`]). Handlers never see which backend
+//! answered, so S3 and GitHub Releases slot in beside the filesystem without touching them.
+
+pub mod fs;
+pub mod key;
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::config::{StoreConfig, StoreKind};
+use crate::http::conditional::ByteRange;
+pub use key::ObjectKey;
+
+/// A stream of object bytes. Dropping it stops the read from the store.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// What the store knows of an object: enough to answer `HEAD` and evaluate preconditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Length in bytes.
+    pub size: u64,
+    /// Strong entity tag, quoted as it goes on the wire (`"..."`).
+    pub etag: String,
+    /// Modification time, if the store keeps one.
+    pub last_modified: Option<SystemTime>,
+    /// `Content-Type` the store recorded, if any (S3 metadata); else it is guessed from the key.
+    pub content_type: Option<String>,
+}
+
+/// Why the store could not answer. Each gets its HTTP meaning in `crate::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such object (or it is not a regular file, or it lies outside the root).
+    #[error("object not found: {key}")]
+    NotFound {
+        /// The key that was asked for.
+        key: String,
+    },
+    /// The store did not answer in time.
+    #[error("the store timed out after {0:?}")]
+    Timeout(Duration),
+    /// The store refused or failed in a way a retry may fix (I/O error, throttling, denied).
+    #[error("the store is unavailable: {message}")]
+    Unavailable {
+        /// What went wrong, for the log.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<io::Error>,
+    },
+}
+
+impl StoreError {
+    fn from_io(key: &ObjectKey, err: io::Error) -> Self {
+        match err.kind() {
+            // A path that escapes the root is reported by cap-std as PermissionDenied; a
+            // directory or a path through a file as NotADirectory/IsADirectory. To a client
+            // all of these are "no such object".
+            io::ErrorKind::NotFound
+            | io::ErrorKind::PermissionDenied
+            | io::ErrorKind::NotADirectory
+            | io::ErrorKind::IsADirectory
+            | io::ErrorKind::InvalidFilename => StoreError::NotFound {
+                key: key.to_string(),
+            },
+            _ => StoreError::Unavailable {
+                message: format!("reading {key}"),
+                source: Some(err),
+            },
+        }
+    }
+}
+
+/// The configured object store: a backend plus the time limit every operation runs under.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    timeout: Duration,
+}
+
+/// The closed set of backends.
+#[derive(Clone)]
+enum Backend {
+    /// A local directory holding `releases/` (the embedded default).
+    Fs(Arc<fs::FsStore>),
+}
+
+impl Store {
+    /// Builds the store named by the config.
+    pub fn from_config(config: &StoreConfig) -> Result<Self, StoreError> {
+        let backend = match config.kind {
+            StoreKind::Fs => Backend::Fs(Arc::new(fs::FsStore::new(&config.root)?)),
+        };
+        Ok(Self {
+            backend,
+            timeout: config.timeout,
+        })
+    }
+
+    /// Opens an object: its metadata now, its bytes on demand through [`Object::read`].
+    pub async fn open(&self, key: &ObjectKey) -> Result<Object, StoreError> {
+        let open = async {
+            match &self.backend {
+                Backend::Fs(store) => store.open(key).await,
+            }
+        };
+        tokio::time::timeout(self.timeout, open)
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))?
+    }
+
+    /// A cheap request that proves the store answers (for `/readyz`).
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let probe = async {
+            match &self.backend {
+                Backend::Fs(store) => store.probe().await,
+            }
+        };
+        tokio::time::timeout(self.timeout, probe)
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))?
+    }
+
+    /// Short name for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match &self.backend {
+            Backend::Fs(_) => "fs",
+        }
+    }
+}
+
+/// An opened object. Reads are pinned to the version whose metadata was returned: the
+/// filesystem keeps the opened file, object stores send `If-Match` with its ETag.
+#[derive(Clone)]
+pub struct Object {
+    /// Its metadata.
+    pub meta: ObjectMeta,
+    source: ObjectSource,
+}
+
+#[derive(Clone)]
+enum ObjectSource {
+    Fs(fs::FsSource),
+}
+
+impl Object {
+    /// Streams `range` of the object. Nothing is read until the stream is polled, and the
+    /// read stops when the stream is dropped (the client went away).
+    pub fn read(&self, range: ByteRange) -> ByteStream {
+        match &self.source {
+            ObjectSource::Fs(source) => source.read(range),
+        }
+    }
+}
