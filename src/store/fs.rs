@@ -137,7 +137,9 @@ impl FsStore {
 
     pub(super) async fn probe(&self) -> Result<(), StoreError> {
         let root = Arc::clone(&self.root);
-        tokio::task::spawn_blocking(move || root.dir_metadata())
+        // `releases/` itself, looked up by name: a root that was deleted or unmounted fails
+        // here even though our directory handle stays open.
+        tokio::task::spawn_blocking(move || root.metadata(super::key::RELEASES_PREFIX))
             .await
             .map_err(join_error)?
             .map(|_| ())

@@ -43,6 +43,26 @@ const ATTACHMENT_EXTENSIONS: &[&str] = &[
     ".7z",
 ];
 
+/// Types of the release formats, most of which `mime_guess` does not know or gets wrong.
+const CONTENT_TYPES: &[(&str, &str)] = &[
+    (".yml", "application/yaml"), // RFC 9512
+    (".yaml", "application/yaml"),
+    (".json", "application/json"),
+    (".exe", "application/vnd.microsoft.portable-executable"),
+    (".msi", "application/x-msi"),
+    (".dmg", "application/x-apple-diskimage"),
+    (".appimage", "application/vnd.appimage"),
+    (".deb", "application/vnd.debian.binary-package"),
+    (".rpm", "application/x-rpm"),
+    (".zip", "application/zip"),
+    (".tar.gz", "application/gzip"),
+    (".tgz", "application/gzip"),
+    (".nupkg", "application/octet-stream"),
+    (".blockmap", "application/octet-stream"),
+    // minisign signatures (Tauri) are text.
+    (".sig", "text/plain; charset=utf-8"),
+];
+
 /// Characters escaped in the RFC 8187 `filename*` parameter (everything but `attr-char`).
 const RFC8187_ESCAPE: &AsciiSet = &CONTROLS
     .add(b' ')
@@ -180,22 +200,16 @@ impl ObjectKey {
     pub fn guessed_content_type(&self) -> HeaderValue {
         let name = self.file_name();
         let lower = name.to_ascii_lowercase();
-        let ty = if lower.ends_with(".yml") || lower.ends_with(".yaml") {
-            // RFC 9512 registers application/yaml.
-            "application/yaml"
-        } else if lower.ends_with(".json") {
-            "application/json"
-        } else if name == "RELEASES" {
+        if name == "RELEASES" {
             // Squirrel.Windows' package list is plain text.
-            "text/plain; charset=utf-8"
-        } else if lower.ends_with(".appimage") || lower.ends_with(".blockmap") {
-            "application/octet-stream"
-        } else {
-            return mime_guess::from_path(&lower)
-                .first_raw()
-                .map(HeaderValue::from_static)
-                .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-        };
+            return HeaderValue::from_static("text/plain; charset=utf-8");
+        }
+        if let Some((_, ty)) = CONTENT_TYPES.iter().find(|(ext, _)| lower.ends_with(ext)) {
+            return HeaderValue::from_static(ty);
+        }
+        let ty = mime_guess::from_path(&lower)
+            .first_raw()
+            .unwrap_or("application/octet-stream");
         HeaderValue::from_static(ty)
     }
 
@@ -375,7 +389,12 @@ mod tests {
         let ct = |p: &str| key(p).unwrap().guessed_content_type();
         assert_eq!(ct("latest/latest-mac.yml"), "application/yaml");
         assert_eq!(ct("latest/latest.json"), "application/json");
-        assert_eq!(ct("v1/App.AppImage"), "application/octet-stream");
+        assert_eq!(ct("v1/App.AppImage"), "application/vnd.appimage");
+        assert_eq!(
+            ct("v1/App Setup.exe"),
+            "application/vnd.microsoft.portable-executable"
+        );
+        assert_eq!(ct("v1/App.app.tar.gz.sig"), "text/plain; charset=utf-8");
         assert_eq!(ct("v1/App.exe.blockmap"), "application/octet-stream");
         assert_eq!(ct("v1/App.zip"), "application/zip");
         assert_eq!(ct("v1/RELEASES"), "text/plain; charset=utf-8");

@@ -1,0 +1,1 @@
+//! Real clients: curl resuming with -C -, aria2c downloading in 8 segments.

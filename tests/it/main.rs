@@ -1,0 +1,8 @@
+//! The integration suite: one binary that drives the real router, in-process for most cases
+//! and over real TCP (and with real clients) where streaming, timeouts and shutdown matter.
+
+mod clients;
+mod config_cli;
+mod releases;
+mod support;
+mod tcp;

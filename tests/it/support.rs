@@ -1,0 +1,281 @@
+//! Test support: fixture stores built on disk, the router driven in-process, and servers
+//! on real TCP (in-process, or the real binary for signals).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use release_edge::config::{Config, Secrets};
+use release_edge::server::Server;
+use release_edge::{App, AppState};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower::ServiceExt;
+
+/// Deterministic, non-repeating-looking bytes: every offset tells where it came from.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u64).wrapping_mul(2_654_435_761).rotate_right(13) as u8)
+        .collect()
+}
+
+/// A store directory with files, and the config that serves it.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+}
+
+impl Fixture {
+    /// An empty store.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("releases")).expect("mkdir releases");
+        let mut config = Config::default();
+        config.store.root = dir.path().to_path_buf();
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        Self { dir, config }
+    }
+
+    /// Adds a file at `key` (relative to the store root).
+    pub fn file(self, key: &str, content: impl AsRef<[u8]>) -> Self {
+        self.write(key, content);
+        self
+    }
+
+    /// Writes (or rewrites) a file.
+    pub fn write(&self, key: &str, content: impl AsRef<[u8]>) {
+        let path = self.dir.path().join(key);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, content).expect("write fixture");
+    }
+
+    /// A sparse-free large file of `len` pattern bytes.
+    pub fn large(self, key: &str, len: usize) -> Self {
+        self.file(key, pattern(len))
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state(&self) -> AppState {
+        App::build(self.config.clone(), Secrets::default()).expect("app state")
+    }
+
+    pub fn router(&self) -> axum::Router {
+        release_edge::app(self.state())
+    }
+}
+
+/// A finished in-process response.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+            .to_str()
+            .expect("ascii header")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+/// Sends one request through the router (no network).
+pub async fn send(router: &axum::Router, req: Request<Body>) -> Reply {
+    let response = router.clone().oneshot(req).await.expect("infallible");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// `GET path` with extra headers.
+pub async fn get(router: &axum::Router, path: &str, headers: &[(&str, &str)]) -> Reply {
+    request(router, "GET", path, headers).await
+}
+
+pub async fn request(
+    router: &axum::Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut builder = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    send(router, builder.body(Body::empty()).expect("request")).await
+}
+
+/// A server on a real TCP port, in this process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> Self {
+        let state = App::build(config, Secrets::default()).expect("state");
+        let server = Server::bind(state.clone()).await.expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let metrics_addr = server.metrics_addr();
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            metrics_addr,
+            state,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Triggers graceful shutdown and returns the task that completes when it is done.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.handle.take().expect("running")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
+    }
+}
+
+/// The real `release-edge serve` binary, configured through the environment.
+pub struct BinaryServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl BinaryServer {
+    /// Spawns the binary on a free port with `env` overrides and waits until it listens.
+    pub fn spawn(root: &Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_release-edge"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RELEASE_EDGE_LISTEN", "127.0.0.1:0")
+            .env("RELEASE_EDGE_STORE__ROOT", root)
+            .env("RELEASE_EDGE_LOG__FORMAT", "json")
+            .env("RELEASE_EDGE_LOG__LEVEL", "info")
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn release-edge");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent
+                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && let Some(listen) = v.get("listen").and_then(|l| l.as_str())
+                {
+                    let _ = tx.send(listen.parse::<SocketAddr>().expect("listen addr"));
+                    sent = true;
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("release-edge did not report its address within 20 s");
+        Self { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "release-edge did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch directory for client downloads.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// Reads a whole file.
+pub fn read(path: impl Into<PathBuf>) -> Vec<u8> {
+    std::fs::read(path.into()).expect("read file")
+}
+
+/// Requires an external program: the suite fails (never skips) when it is missing, because
+/// `.ci/run` installs every one of them.
+pub fn require_program(name: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{name} is required by this test (installed by .ci/run: apt-get install curl aria2)"
+    );
+}

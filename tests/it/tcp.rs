@@ -1,0 +1,1 @@
+//! Real TCP: streaming, client disconnects, timeouts and graceful shutdown.
