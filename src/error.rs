@@ -23,6 +23,22 @@ pub enum AppError {
     /// No route, or no object.
     #[error("{0}")]
     NotFound(String),
+    /// A request parameter is invalid; `code` names which (`invalid_version`, ...).
+    #[error("{message}")]
+    BadRequest {
+        /// Machine-readable code.
+        code: &'static str,
+        /// What is wrong, naming the bad value.
+        message: String,
+    },
+    /// No release matches what was asked for; `available` lists what there is.
+    #[error("{message}")]
+    NoRelease {
+        /// What was asked for.
+        message: String,
+        /// What could be had instead.
+        available: Vec<crate::release::Available>,
+    },
     /// The route exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -48,9 +64,11 @@ pub enum AppError {
 
 impl AppError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
+        match *self {
             AppError::InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
             AppError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            AppError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            AppError::NoRelease { .. } => (StatusCode::NOT_FOUND, "no_release"),
             AppError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::PreconditionFailed => {
                 (StatusCode::PRECONDITION_FAILED, "precondition_failed")
@@ -104,7 +122,14 @@ impl IntoResponse for AppError {
         if status.is_server_error() {
             log_server_error(&self);
         }
-        let body = Json(json!({ "error": code, "message": self.public_message() }));
+        let body = match &self {
+            AppError::NoRelease { available, .. } => Json(json!({
+                "error": code,
+                "message": self.public_message(),
+                "available": available,
+            })),
+            _ => Json(json!({ "error": code, "message": self.public_message() })),
+        };
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         // Errors must never be cached as if they were the object.

@@ -2,12 +2,15 @@
 //! serving artifacts, update feeds and download links.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod config;
 pub mod error;
+pub mod feeds;
 pub mod handlers;
 pub mod http;
 pub mod metrics;
 pub mod middleware;
+pub mod release;
 pub mod router;
 pub mod server;
 pub mod state;

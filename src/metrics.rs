@@ -26,6 +26,19 @@ pub struct Metrics {
     pub inflight_downloads: IntGauge,
     /// `release_edge_build_info{version}`, always 1.
     pub build_info: IntGaugeVec,
+    /// `release_edge_update_checks_total{protocol,platform,arch,outcome}`.
+    pub update_checks: IntCounterVec,
+    /// `release_edge_downloads_total{channel,version,platform,arch}`: artifact downloads
+    /// started (a response that carries the first byte of an installer or update archive).
+    pub downloads: IntCounterVec,
+    /// `release_edge_cache_lookups_total{cache,result}` (hit, miss, stale).
+    pub cache_lookups: IntCounterVec,
+    /// `release_edge_origin_requests_total{origin,outcome}`.
+    pub origin_requests: IntCounterVec,
+    /// `release_edge_origin_request_duration_seconds{origin}`.
+    pub origin_duration: HistogramVec,
+    /// `release_edge_fallback_total{reason}`.
+    pub fallback: IntCounterVec,
 }
 
 impl Metrics {
@@ -65,11 +78,60 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let update_checks = IntCounterVec::new(
+            Opts::new(
+                "release_edge_update_checks_total",
+                "Update checks by protocol, platform, arch and outcome (update|none).",
+            ),
+            &["protocol", "platform", "arch", "outcome"],
+        )?;
+        let downloads = IntCounterVec::new(
+            Opts::new(
+                "release_edge_downloads_total",
+                "Artifact downloads started, by channel, version, platform and arch.",
+            ),
+            &["channel", "version", "platform", "arch"],
+        )?;
+        let cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "release_edge_cache_lookups_total",
+                "Cache lookups by cache and result (hit, miss, stale).",
+            ),
+            &["cache", "result"],
+        )?;
+        let origin_requests = IntCounterVec::new(
+            Opts::new(
+                "release_edge_origin_requests_total",
+                "Requests to the origins (store, github) by outcome.",
+            ),
+            &["origin", "outcome"],
+        )?;
+        let origin_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "release_edge_origin_request_duration_seconds",
+                "Duration of origin requests (manifest reads, metadata).",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["origin"],
+        )?;
+        let fallback = IntCounterVec::new(
+            Opts::new(
+                "release_edge_fallback_total",
+                "Answers served by the fallback origin or a stale copy, by reason.",
+            ),
+            &["reason"],
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(response_bytes.clone()))?;
         registry.register(Box::new(inflight_downloads.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
+        registry.register(Box::new(update_checks.clone()))?;
+        registry.register(Box::new(downloads.clone()))?;
+        registry.register(Box::new(cache_lookups.clone()))?;
+        registry.register(Box::new(origin_requests.clone()))?;
+        registry.register(Box::new(origin_duration.clone()))?;
+        registry.register(Box::new(fallback.clone()))?;
         Ok(Self {
             registry,
             http_requests,
@@ -77,6 +139,12 @@ impl Metrics {
             response_bytes,
             inflight_downloads,
             build_info,
+            update_checks,
+            downloads,
+            cache_lookups,
+            origin_requests,
+            origin_duration,
+            fallback,
         })
     }
 

@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::routing::get;
 
-use crate::handlers::{self, health, releases};
+use crate::handlers::{self, health, latest, releases, update};
 use crate::middleware;
 use crate::state::AppState;
 
@@ -12,6 +12,17 @@ use crate::state::AppState;
 pub fn build(state: AppState) -> Router {
     let api = Router::new()
         .route("/releases/{*path}", get(releases::get_release))
+        .route("/latest", get(latest::latest))
+        .route("/latest/{platform}", get(latest::latest_platform))
+        .route(
+            "/latest/{platform}/{arch}",
+            get(latest::latest_platform_arch),
+        )
+        .route("/update/{platform}/{arch}/{version}", get(update::check))
+        .route(
+            "/update/{platform}/{arch}/{version}/{file}",
+            get(update::feed_file),
+        )
         .fallback(handlers::not_found);
     let api = middleware::apply(api, state.clone());
 

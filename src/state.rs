@@ -4,6 +4,7 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::cache::ManifestCache;
 use crate::config::{Config, Secrets};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -27,6 +28,8 @@ pub struct App {
     pub secrets: Secrets,
     /// The object store.
     pub store: Store,
+    /// Parsed manifests, in front of the store.
+    pub manifests: ManifestCache,
     /// Prometheus metrics and their registry.
     pub metrics: Metrics,
     /// When the store last answered a readiness probe.
@@ -38,10 +41,12 @@ impl App {
     pub fn build(config: Config, secrets: Secrets) -> anyhow::Result<AppState> {
         let store = Store::from_config(&config.store)?;
         let metrics = Metrics::new()?;
+        let manifests = ManifestCache::new(store.clone(), &config.cache, &config.public_url);
         Ok(AppState(Arc::new(App {
             config,
             secrets,
             store,
+            manifests,
             metrics,
             last_store_ok: Mutex::new(None),
         })))

@@ -1,7 +1,9 @@
 //! Request handlers: extract, call a service, map to a response.
 
 pub mod health;
+pub mod latest;
 pub mod releases;
+pub mod update;
 
 use crate::error::AppError;
 

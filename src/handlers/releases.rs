@@ -2,10 +2,11 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use http::{HeaderMap, Method, Uri};
+use http::{HeaderMap, Method, StatusCode, Uri, header};
 
 use crate::error::AppError;
 use crate::http::object::ObjectResponse;
+use crate::release::download_labels;
 use crate::state::AppState;
 use crate::store::ObjectKey;
 
@@ -24,11 +25,32 @@ pub async fn get_release(
     let key = ObjectKey::release_from_url_path(raw)?;
     let object = app.store.open(&key).await?;
     let guard = (method == Method::GET).then(|| app.metrics.download_guard());
-    ObjectResponse {
+    let response = ObjectResponse {
         key: &key,
         object,
         manifest_max_age: app.config.cache.manifest_max_age,
         guard,
     }
-    .respond(&method, &headers)
+    .respond(&method, &headers)?;
+    if method == Method::GET
+        && carries_first_byte(&response)
+        && let Some(labels) = download_labels(key.as_str())
+    {
+        app.metrics.downloads.with_label_values(&labels).inc();
+    }
+    Ok(response)
+}
+
+/// A download "starts" with the response that carries byte 0: a whole body, or the first
+/// range of a resumed or segmented one. aria2c's eight segments count once.
+fn carries_first_byte(response: &Response) -> bool {
+    match response.status() {
+        StatusCode::OK => true,
+        StatusCode::PARTIAL_CONTENT => response
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("bytes 0-")),
+        _ => false,
+    }
 }

@@ -2,5 +2,6 @@
 //! bodies, and the response for an object.
 
 pub mod conditional;
+pub mod feed;
 pub mod multipart;
 pub mod object;

@@ -1,0 +1,129 @@
+//! `/latest`, `/latest/{platform}`, `/latest/{platform}/{arch}`: a redirect to the right
+//! installer for the visitor (SPEC §2.2).
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+
+use crate::error::AppError;
+use crate::feeds;
+use crate::release::electron::is_channel_name;
+use crate::release::platform::{DetectError, Format, Hints, detect};
+use crate::state::AppState;
+
+/// What a cacheable (URL-only) answer may be shared for.
+const CACHE_URL_ONLY: &str = "public, max-age=300";
+/// The client hints we ask browsers for.
+const ACCEPT_CH: &str = "Sec-CH-UA-Platform, Sec-CH-UA-Arch, Sec-CH-UA-Bitness";
+/// Everything in the request that can change the answer.
+const VARY: &str = "User-Agent, Sec-CH-UA-Platform, Sec-CH-UA-Arch";
+
+/// Query parameters of `/latest`; unknown ones are ignored.
+#[derive(Debug, Default, Deserialize)]
+pub struct LatestQuery {
+    platform: Option<String>,
+    arch: Option<String>,
+    channel: Option<String>,
+    format: Option<String>,
+}
+
+/// `/latest`.
+pub async fn latest(
+    state: State<AppState>,
+    query: Query<LatestQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    redirect(state, None, None, query, headers).await
+}
+
+/// `/latest/{platform}`.
+pub async fn latest_platform(
+    state: State<AppState>,
+    Path(platform): Path<String>,
+    query: Query<LatestQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    redirect(state, Some(platform), None, query, headers).await
+}
+
+/// `/latest/{platform}/{arch}`.
+pub async fn latest_platform_arch(
+    state: State<AppState>,
+    Path((platform, arch)): Path<(String, String)>,
+    query: Query<LatestQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    redirect(state, Some(platform), Some(arch), query, headers).await
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn redirect(
+    State(app): State<AppState>,
+    path_platform: Option<String>,
+    path_arch: Option<String>,
+    Query(query): Query<LatestQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let hints = Hints {
+        path_platform: path_platform.as_deref(),
+        path_arch: path_arch.as_deref(),
+        query_platform: query.platform.as_deref(),
+        query_arch: query.arch.as_deref(),
+        ch_platform: header(&headers, "sec-ch-ua-platform"),
+        ch_arch: header(&headers, "sec-ch-ua-arch"),
+        ch_bitness: header(&headers, "sec-ch-ua-bitness"),
+        user_agent: header(&headers, "user-agent"),
+    };
+    let detected = detect(&hints).map_err(|err| AppError::BadRequest {
+        code: match err {
+            DetectError::Platform(_) => "invalid_platform",
+            DetectError::Arch(_) => "invalid_arch",
+        },
+        message: err.to_string(),
+    })?;
+    let channel = query.channel.as_deref().unwrap_or("latest");
+    if !is_channel_name(channel) {
+        return Err(AppError::BadRequest {
+            code: "invalid_channel",
+            message: format!("`{channel}` is not a channel name ([a-z0-9-]+)"),
+        });
+    }
+    let format = match query.format.as_deref() {
+        Some(f) => Format::parse(f).ok_or_else(|| AppError::BadRequest {
+            code: "invalid_format",
+            message: format!(
+                "unknown format `{f}` (expected dmg, zip, pkg, exe, msi, AppImage, deb, rpm or snap)"
+            ),
+        })?,
+        None => detected.platform.default_installer(),
+    };
+    let file =
+        feeds::latest_installer(&app, channel, detected.platform, detected.arch, format).await?;
+    let cache_control = if detected.from_headers {
+        "no-store"
+    } else {
+        CACHE_URL_ONLY
+    };
+    let location = HeaderValue::from_str(&file.url)
+        .map_err(|e| AppError::Internal(format!("unencodable download URL: {e}")))?;
+    Ok((
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, location),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(cache_control),
+            ),
+            (header::VARY, HeaderValue::from_static(VARY)),
+            (
+                header::HeaderName::from_static("accept-ch"),
+                HeaderValue::from_static(ACCEPT_CH),
+            ),
+        ],
+    )
+        .into_response())
+}

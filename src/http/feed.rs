@@ -1,0 +1,65 @@
+//! Responses for update feeds and manifests rendered by the server: a strong ETag over the
+//! body, `304` on `If-None-Match`, the manifest caching policy and `Vary: Accept`.
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use headers::{ETag, HeaderMapExt, IfNoneMatch};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+use crate::store::key::manifest_cache_control;
+
+/// How a feed answer may be cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedCaching {
+    /// The same URL gives every client the same answer: the CDN may share it.
+    Shared,
+    /// The answer depended on who asked (a staged rollout): browsers and clients may keep
+    /// it, shared caches must not.
+    PerClient,
+}
+
+/// The strong ETag of a body: 128 bits of its BLAKE3.
+pub fn body_etag(body: &[u8]) -> String {
+    let hash = blake3::hash(body);
+    format!("\"{}\"", &hash.to_hex().as_str()[..32])
+}
+
+/// A `200` (or `304`) with `body`, or a `204` when `body` is `None`.
+pub fn feed_response(
+    request: &HeaderMap,
+    body: Option<Bytes>,
+    content_type: &'static str,
+    max_age: u64,
+    caching: FeedCaching,
+) -> Response {
+    let mut response = Response::new(Body::empty());
+    let headers = response.headers_mut();
+    let cache_control = match caching {
+        FeedCaching::Shared => manifest_cache_control(max_age),
+        FeedCaching::PerClient => HeaderValue::from_str(&format!("private, max-age={max_age}"))
+            .unwrap_or(HeaderValue::from_static("private, no-cache")),
+    };
+    headers.insert(header::CACHE_CONTROL, cache_control);
+    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    let Some(body) = body else {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        return response;
+    };
+    let etag = body_etag(&body);
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    let matches = match (request.typed_get::<IfNoneMatch>(), etag.parse::<ETag>()) {
+        (Some(inm), Ok(tag)) => !inm.precondition_passes(&tag),
+        _ => false,
+    };
+    if matches {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        return response;
+    }
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    *response.body_mut() = Body::from(body);
+    response
+}
