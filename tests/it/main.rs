@@ -3,6 +3,9 @@
 
 mod clients;
 mod config_cli;
+mod electron_updater;
+mod feeds;
 mod releases;
 mod support;
+mod tauri;
 mod tcp;

@@ -1,0 +1,1 @@
+//! electron-updater (the npm package, run by Node) against the update feed: full and differential downloads.
