@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::cache::Manifest;
 use crate::error::AppError;
 use crate::release::electron::{ChannelFile, ElectronManifest};
-use crate::release::platform::{Arch, Format, Platform};
+use crate::release::platform::{Arch, Format, Platform, packager_format};
 use crate::release::squirrel::SquirrelReleases;
 use crate::release::tauri::TauriManifest;
 use crate::release::{Available, ReleaseFile, choose_file, rollout};
@@ -213,7 +213,7 @@ pub async fn json_update(app: &App, check: &UpdateCheck) -> Result<Decided, AppE
             pub_date: release.release_date.clone(),
             url: file.url.clone(),
             signature,
-            format: format.packager_name(),
+            format: packager_format(&file.name, check.platform),
         }),
         per_client,
     })
@@ -225,14 +225,13 @@ fn tauri_answer(tauri: &TauriManifest, check: &UpdateCheck) -> Option<JsonAnswer
         return Some(JsonAnswer::UpToDate);
     }
     let name = entry.url.rsplit('/').next().unwrap_or(&entry.url);
-    let format = Format::from_file_name(name).unwrap_or(check.platform.update_format());
     Some(JsonAnswer::Update(UpdateJson {
         version: tauri.version.to_string(),
         notes: tauri.notes.clone(),
         pub_date: tauri.pub_date.clone(),
         url: entry.url.clone(),
         signature: Some(entry.signature.clone()),
-        format: format.packager_name(),
+        format: packager_format(name, check.platform),
     }))
 }
 

@@ -261,6 +261,31 @@ impl Format {
     }
 }
 
+/// The `format` field of the JSON protocol for an update artifact: cargo-packager's updater
+/// requires it and knows `app`, `appimage`, `nsis` and `wix` (Tauri ignores it). Read from
+/// the name, so that Tauri's archives (`.AppImage.tar.gz`, `.nsis.zip`, `.msi.zip`,
+/// `.app.tar.gz`) get the kind they wrap.
+pub fn packager_format(name: &str, platform: Platform) -> &'static str {
+    let lower = name.to_ascii_lowercase();
+    if lower.contains(".appimage") {
+        "appimage"
+    } else if lower.ends_with(".msi") || lower.contains(".msi.") {
+        "wix"
+    } else if lower.ends_with(".exe") || lower.contains(".nsis.") {
+        "nsis"
+    } else if lower.ends_with(".deb") {
+        "deb"
+    } else if lower.ends_with(".rpm") {
+        "rpm"
+    } else {
+        match platform {
+            Platform::Mac => "app",
+            Platform::Windows => "nsis",
+            Platform::Linux => "appimage",
+        }
+    }
+}
+
 /// The platform an artifact is for, from its name and format: what the download metric
 /// labels it with.
 pub fn platform_of_file(name: &str, format: Format) -> Option<Platform> {
@@ -616,5 +641,21 @@ mod tests {
         assert_eq!(Format::from_file_name("A-full.nupkg"), None);
         assert_eq!(Format::parse("AppImage"), Some(Format::AppImage));
         assert_eq!(Format::Msi.packager_name(), "wix");
+        let cases = [
+            (
+                "App_1.2.0_amd64.AppImage.tar.gz",
+                Platform::Linux,
+                "appimage",
+            ),
+            ("App.app.tar.gz", Platform::Mac, "app"),
+            ("App-1.0.0-arm64-mac.zip", Platform::Mac, "app"),
+            ("App_1.0.0_x64-setup.nsis.zip", Platform::Windows, "nsis"),
+            ("App Setup 1.0.0.exe", Platform::Windows, "nsis"),
+            ("App_1.0.0_x64_en-US.msi.zip", Platform::Windows, "wix"),
+            ("app_1.0.0_arm64.deb", Platform::Linux, "deb"),
+        ];
+        for (name, platform, want) in cases {
+            assert_eq!(packager_format(name, platform), want, "{name}");
+        }
     }
 }

@@ -80,18 +80,24 @@ impl TauriManifest {
         })
     }
 
-    /// The entry for `platform`/`arch`: `darwin-aarch64` exactly, else the first
-    /// installer-specific key (`windows-x86_64-nsis`). A universal request on macOS takes
-    /// either Mac arch entry that points at the same archive.
+    /// The entry for `platform`/`arch`: `darwin-aarch64` exactly, else an installer-specific
+    /// key (`windows-x86_64-nsis`), preferring the kinds every Tauri-protocol client can
+    /// install (AppImage, NSIS, MSI, app) over `deb`/`rpm`.
     pub fn entry(&self, platform: Platform, arch: Arch) -> Option<&TauriEntry> {
         let key = format!("{}-{}", target_name(platform), arch.tauri_name());
-        self.platforms.get(&key).or_else(|| {
-            let prefix = format!("{key}-");
-            self.platforms
-                .iter()
-                .find(|(k, _)| k.starts_with(&prefix))
-                .map(|(_, v)| v)
-        })
+        if let Some(entry) = self.platforms.get(&key) {
+            return Some(entry);
+        }
+        ["appimage", "nsis", "msi", "app"]
+            .iter()
+            .find_map(|kind| self.platforms.get(&format!("{key}-{kind}")))
+            .or_else(|| {
+                let prefix = format!("{key}-");
+                self.platforms
+                    .iter()
+                    .find(|(k, _)| k.starts_with(&prefix))
+                    .map(|(_, v)| v)
+            })
     }
 }
 
@@ -126,6 +132,11 @@ mod tests {
             "SIG-W"
         );
         assert!(m.entry(Platform::Mac, Arch::X64).is_none());
+        let both = r#"{"version":"1.0.0","platforms":{
+            "linux-x86_64-deb":{"signature":"D","url":"a.deb"},
+            "linux-x86_64-appimage":{"signature":"A","url":"a.AppImage.tar.gz"}}}"#;
+        let m = TauriManifest::parse(both.as_bytes(), "http://x").unwrap();
+        assert_eq!(m.entry(Platform::Linux, Arch::X64).unwrap().signature, "A");
         assert!(TauriManifest::parse(b"{}", "http://x").is_none());
     }
 }

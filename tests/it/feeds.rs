@@ -464,7 +464,8 @@ async fn latest_redirects_to_the_right_installer() {
     let router = fx.router();
     let base = "https://dl.example.com/releases/v1.1.0";
     // (path, headers, file, cacheable)
-    let cases: Vec<(&str, Vec<(&str, &str)>, String, bool)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, bool);
+    let cases: Vec<Case> = vec![
         (
             "/latest",
             vec![("user-agent", MAC_SAFARI)],

@@ -126,6 +126,18 @@ pub async fn request(
     send(router, builder.body(Body::empty()).expect("request")).await
 }
 
+/// Puts `config` on a free port of 127.0.0.1 (bound, read and released) and points
+/// `public_url` at it, for clients that follow the absolute URLs the server writes. Returns
+/// the public URL.
+pub fn on_free_port(config: &mut Config) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let addr = listener.local_addr().expect("free port address");
+    drop(listener);
+    config.listen = addr;
+    config.public_url = format!("http://{addr}");
+    config.public_url.clone()
+}
+
 /// A server on a real TCP port, in this process.
 pub struct TestServer {
     pub addr: SocketAddr,
