@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what the suite needs on a fresh Debian machine
-# (real clients: curl, aria2c), then runs every test. Run from anywhere.
+# (real clients: curl, aria2c, and electron-updater run by Node with its npm packages), then
+# runs every test. Run from anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v aria2c >/dev/null 2>&1 || missing+=(aria2)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     sudo_cmd=()
     [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
     "${sudo_cmd[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
+fi
+
+# electron-updater and app-builder-bin, exactly as package-lock.json pins them: `npm ci` when
+# node_modules is missing or was installed from another lock file.
+client=tests/clients/electron-updater
+if ! cmp -s "$client/package-lock.json" "$client/node_modules/.release-edge-lock.json"; then
+    echo "installing the npm packages of $client (npm ci)"
+    (cd "$client" && npm ci --no-audit --no-fund --ignore-scripts)
+    cp "$client/package-lock.json" "$client/node_modules/.release-edge-lock.json"
 fi
 
 cargo test --locked "$@"
