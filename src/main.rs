@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use release_edge::config::{Config, Secrets};
+use release_edge::publish;
 use release_edge::server::{Server, shutdown_signal};
+use release_edge::store::Store;
 use release_edge::{App, telemetry};
 
 /// A release-distribution server for desktop apps.
@@ -32,6 +34,33 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Upload an electron-builder output folder as a release: artifacts first, then the
+    /// version's channel files, then the channel's. Checks every sha512 before writing.
+    Publish {
+        /// The version being published (must match the channel files).
+        #[arg(long)]
+        version: String,
+        /// The channel (default: latest).
+        #[arg(long, default_value = "latest")]
+        channel: String,
+        /// Config file naming the store (default: config/release-edge.toml when it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The folder electron-builder wrote (`dist/`).
+        dir: PathBuf,
+    },
+    /// Serve an earlier version again: copy its channel files over the channel's.
+    Rollback {
+        /// The channel.
+        #[arg(long, default_value = "latest")]
+        channel: String,
+        /// The version to serve.
+        #[arg(long)]
+        to: String,
+        /// Config file naming the store (default: config/release-edge.toml when it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,6 +68,30 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { config } => check_config(config),
+        Command::Publish {
+            version,
+            channel,
+            config,
+            dir,
+        } => with_store(config, |store| async move {
+            let summary = publish::publish(&store, &dir, &version, &channel).await?;
+            println!(
+                "published {version} on {channel}: {} uploaded, {} already there; {}",
+                summary.uploaded.len(),
+                summary.unchanged.len(),
+                summary.channel_manifests.join(", ")
+            );
+            Ok(())
+        }),
+        Command::Rollback {
+            channel,
+            to,
+            config,
+        } => with_store(config, |store| async move {
+            let written = publish::rollback(&store, &channel, &to).await?;
+            println!("{channel} now serves {to}: {}", written.join(", "));
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,6 +124,23 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         server.run(shutdown_signal()).await;
         tracing::info!("stopped");
         anyhow::Ok(())
+    })
+}
+
+/// Runs a store command on a small runtime (the CLI does not need the server's).
+fn with_store<F, Fut>(config: Option<PathBuf>, run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let config = Config::load(config.as_deref()).context("configuration")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let store = Store::from_config(&config.store).context("opening the store")?;
+        run(store).await
     })
 }
 

@@ -150,6 +150,99 @@ impl FsStore {
     }
 }
 
+/// Where uploads are written before they are renamed into place: inside the root (so the
+/// rename is atomic, on the same filesystem) but outside `releases/`, so a half-written file
+/// is never served, even when a killed publish leaves it behind.
+const UPLOAD_DIR: &str = ".release-edge-uploads";
+
+impl FsStore {
+    /// Writes `len` bytes from `fill` to `key` atomically: a temporary file, `fsync`, then a
+    /// rename over the destination. Readers see the old object or the new one, never part.
+    pub(super) async fn put_with<F>(&self, key: &ObjectKey, fill: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(&mut std::fs::File) -> io::Result<()> + Send + 'static,
+    {
+        let root = Arc::clone(&self.root);
+        let dest = key.as_str().to_owned();
+        let result = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            root.create_dir_all(UPLOAD_DIR)?;
+            let tmp = format!("{UPLOAD_DIR}/{:016x}.part", fastrand::u64(..));
+            let written = (|| {
+                let mut file = root.create(&tmp)?.into_std();
+                fill(&mut file)?;
+                file.sync_all()?;
+                if let Some((parent, _)) = dest.rsplit_once('/') {
+                    root.create_dir_all(parent)?;
+                }
+                root.rename(&tmp, &root, &dest)
+            })();
+            if written.is_err() {
+                let _ = root.remove_file(&tmp);
+            }
+            written
+        })
+        .await
+        .map_err(join_error)?;
+        result.map_err(|err| StoreError::from_io(key, err))
+    }
+
+    /// SHA-512 of an object's bytes, or `None` when there is no such object.
+    pub(super) async fn sha512(&self, key: &ObjectKey) -> Result<Option<[u8; 64]>, StoreError> {
+        use sha2::Digest;
+        let root = Arc::clone(&self.root);
+        let path = key.as_str().to_owned();
+        let result = tokio::task::spawn_blocking(move || -> io::Result<Option<[u8; 64]>> {
+            let file = match root.open(&path) {
+                Ok(file) => file.into_std(),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(err) => return Err(err),
+            };
+            if !file.metadata()?.is_file() {
+                return Ok(None);
+            }
+            let mut hasher = sha2::Sha512::new();
+            io::copy(
+                &mut io::BufReader::with_capacity(1 << 20, file),
+                &mut hasher,
+            )?;
+            Ok(Some(hasher.finalize().into()))
+        })
+        .await
+        .map_err(join_error)?;
+        result.map_err(|err| StoreError::from_io(key, err))
+    }
+
+    /// The names of the objects directly under `prefix` (a directory), sorted.
+    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let root = Arc::clone(&self.root);
+        let dir = prefix.trim_end_matches('/').to_owned();
+        let result = tokio::task::spawn_blocking(move || -> io::Result<Vec<String>> {
+            let entries = match root.read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(err) => return Err(err),
+            };
+            let mut names = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                if entry.file_type()?.is_file()
+                    && let Ok(name) = entry.file_name().into_string()
+                {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            Ok(names)
+        })
+        .await
+        .map_err(join_error)?;
+        result.map_err(|err| StoreError::Unavailable {
+            message: format!("listing {prefix}"),
+            source: Some(err),
+        })
+    }
+}
+
 struct Opened {
     metadata: std::fs::Metadata,
     source: FsSource,
@@ -321,6 +414,46 @@ mod tests {
         let (_dir2, other) = store_with(&[("releases/v1/a.bin", vec![2; 100])]);
         let twin = other.open(&key("releases/v1/a.bin")).await.unwrap();
         assert_eq!(changed.meta.etag, twin.meta.etag);
+    }
+
+    #[tokio::test]
+    async fn atomic_put_list_and_digest() {
+        use sha2::Digest;
+        let (dir, store) = store_with(&[("releases/v1/old.bin", vec![1; 10])]);
+        store
+            .put_with(&key("releases/v2/new.bin"), |f| {
+                std::io::Write::write_all(f, b"new bytes")
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("releases/v2/new.bin")).unwrap(),
+            b"new bytes"
+        );
+        let failed = store
+            .put_with(&key("releases/v1/old.bin"), |f| {
+                std::io::Write::write_all(f, b"half")?;
+                Err(io::Error::other("disk full"))
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(
+            std::fs::read(dir.path().join("releases/v1/old.bin")).unwrap(),
+            vec![1; 10],
+            "a failed write leaves the old object"
+        );
+        let leftovers = std::fs::read_dir(dir.path().join(UPLOAD_DIR))
+            .unwrap()
+            .count();
+        assert_eq!(leftovers, 0, "and no partial file");
+        assert_eq!(store.list("releases/v2").await.unwrap(), ["new.bin"]);
+        assert!(store.list("releases/v9").await.unwrap().is_empty());
+        let digest: [u8; 64] = sha2::Sha512::digest(b"new bytes").into();
+        assert_eq!(
+            store.sha512(&key("releases/v2/new.bin")).await.unwrap(),
+            Some(digest)
+        );
+        assert_eq!(store.sha512(&key("releases/v2/none")).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -19,6 +19,9 @@ use crate::config::{StoreConfig, StoreKind};
 use crate::http::conditional::ByteRange;
 pub use key::ObjectKey;
 
+/// Upload progress: called with the bytes written so far.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// A stream of object bytes. Dropping it stops the read from the store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
@@ -127,6 +130,84 @@ impl Store {
         tokio::time::timeout(self.timeout, probe)
             .await
             .map_err(|_| StoreError::Timeout(self.timeout))?
+    }
+
+    /// Writes a local file to `key`, atomically (readers never see part of it).
+    /// `progress` is called with the bytes written so far.
+    pub async fn put_file(
+        &self,
+        key: &ObjectKey,
+        local: &std::path::Path,
+        progress: Progress,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Fs(store) => {
+                let local = local.to_path_buf();
+                store
+                    .put_with(key, move |out| {
+                        let mut input = std::fs::File::open(&local)?;
+                        let mut buf = vec![0u8; 1 << 20];
+                        let mut done = 0u64;
+                        loop {
+                            let n = std::io::Read::read(&mut input, &mut buf)?;
+                            if n == 0 {
+                                return Ok(());
+                            }
+                            std::io::Write::write_all(out, &buf[..n])?;
+                            done += n as u64;
+                            progress(done);
+                        }
+                    })
+                    .await
+            }
+        }
+    }
+
+    /// Writes `bytes` to `key`, atomically.
+    pub async fn put_bytes(&self, key: &ObjectKey, bytes: Bytes) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Fs(store) => {
+                store
+                    .put_with(key, move |out| std::io::Write::write_all(out, &bytes))
+                    .await
+            }
+        }
+    }
+
+    /// The whole of a small object, or `None` when there is none.
+    pub async fn get_bytes(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
+        use futures_util::StreamExt;
+        let object = match self.open(key).await {
+            Ok(object) => object,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let Some(whole) = ByteRange::whole(object.meta.size) else {
+            return Ok(Some(Bytes::new()));
+        };
+        let mut stream = object.read(whole);
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            buf.extend_from_slice(&chunk.map_err(|err| StoreError::Unavailable {
+                message: format!("reading {key}"),
+                source: Some(err),
+            })?);
+        }
+        Ok(Some(buf.freeze()))
+    }
+
+    /// SHA-512 of an object's bytes, or `None` when there is no such object.
+    pub async fn sha512(&self, key: &ObjectKey) -> Result<Option<[u8; 64]>, StoreError> {
+        match &self.backend {
+            Backend::Fs(store) => store.sha512(key).await,
+        }
+    }
+
+    /// Names of the objects directly under the directory `prefix` (`releases/v1.2.0`).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        match &self.backend {
+            Backend::Fs(store) => store.list(prefix).await,
+        }
     }
 
     /// Short name for logs and metric labels.

@@ -5,6 +5,7 @@ mod clients;
 mod config_cli;
 mod electron_updater;
 mod feeds;
+mod publish;
 mod releases;
 mod support;
 mod tauri;
