@@ -70,6 +70,9 @@ impl Server {
         let metrics = router::metrics(self.state.clone());
         let builder = connection_builder(&settings);
         let graceful = GracefulShutdown::new();
+        // Connection tasks live in this set, so that when the grace period is over they are
+        // really stopped, even when the runtime goes on (tests, embedding).
+        let mut connections = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
 
         loop {
@@ -89,7 +92,13 @@ impl Server {
                     continue;
                 }
             };
-            serve_connection(&builder, &graceful, stream, peer, app.clone(), &settings);
+            while connections.try_join_next().is_some() {}
+            let conn = Conn {
+                builder: &builder,
+                graceful: &graceful,
+                settings: &settings,
+            };
+            conn.serve(&mut connections, stream, peer, app.clone());
         }
 
         drop(self.listener);
@@ -104,6 +113,7 @@ impl Server {
                 tracing::warn!("shutdown grace period over; closing remaining connections");
             }
         }
+        connections.shutdown().await;
     }
 }
 
@@ -126,30 +136,45 @@ fn connection_builder(settings: &ServerConfig) -> Builder<TokioExecutor> {
     builder
 }
 
-fn serve_connection(
-    builder: &Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-    stream: TcpStream,
-    peer: SocketAddr,
-    app: Router,
-    settings: &ServerConfig,
-) {
-    if let Err(err) = stream.set_nodelay(true) {
-        tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-    }
-    let io = TokioIo::new(IdleTimeout::new(stream, settings.idle_timeout));
-    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        // Handlers see the peer address (rollout bucketing, trusted proxies).
-        req.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(req)
-    });
-    let connection = builder.serve_connection(io, service).into_owned();
-    let connection = graceful.watch(connection);
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!(error = %err, %peer, "connection closed with error");
+/// What every connection is served with.
+struct Conn<'a> {
+    builder: &'a Builder<TokioExecutor>,
+    graceful: &'a GracefulShutdown,
+    settings: &'a ServerConfig,
+}
+
+impl Conn<'_> {
+    fn serve(
+        &self,
+        connections: &mut tokio::task::JoinSet<()>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        app: Router,
+    ) {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-    });
+        // Wake the writer while at most 128 KiB is still unsent, instead of when a third of a
+        // send buffer that can grow to megabytes has drained: a slow but live reader then
+        // shows progress often enough for the idle timeout, and the kernel holds less per
+        // connection.
+        if let Err(err) = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(128 * 1024) {
+            tracing::debug!(error = %err, "cannot set TCP_NOTSENT_LOWAT");
+        }
+        let io = TokioIo::new(IdleTimeout::new(stream, self.settings.idle_timeout));
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            // Handlers see the peer address (rollout bucketing, trusted proxies).
+            req.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(req)
+        });
+        let connection = self.builder.serve_connection(io, service).into_owned();
+        let connection = self.graceful.watch(connection);
+        connections.spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, %peer, "connection closed with error");
+            }
+        });
+    }
 }
 
 pin_project_lite::pin_project! {
