@@ -175,7 +175,7 @@ impl ManifestCache {
                 }
                 None => {
                     lookup("miss");
-                    Err(unshare(&err))
+                    Err(err.duplicate())
                 }
             },
         }
@@ -241,19 +241,5 @@ impl ManifestCache {
             buf.extend_from_slice(&chunk);
         }
         Ok(buf.freeze())
-    }
-}
-
-/// moka shares one error among every waiter; each gets its own copy of what matters.
-fn unshare(err: &StoreError) -> StoreError {
-    match err {
-        StoreError::NotFound { key } => StoreError::NotFound { key: key.clone() },
-        StoreError::Timeout(after) => StoreError::Timeout(*after),
-        StoreError::Unavailable { message, source } => StoreError::Unavailable {
-            message: message.clone(),
-            source: source
-                .as_ref()
-                .map(|s| std::io::Error::new(s.kind(), s.to_string())),
-        },
     }
 }

@@ -65,6 +65,8 @@ impl Default for Config {
 pub enum StoreKind {
     /// A local directory.
     Fs,
+    /// S3 or an S3-compatible store (R2, MinIO, Garage, B2).
+    S3,
 }
 
 /// `[store]`.
@@ -79,6 +81,25 @@ pub struct StoreConfig {
     /// Longest a single store operation (open, metadata) may take before it counts as failed.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// s3: the bucket.
+    pub bucket: Option<String>,
+    /// s3: endpoint URL for S3-compatible stores (`https://<account>.r2.cloudflarestorage.com`,
+    /// `http://127.0.0.1:9000`); unset for AWS.
+    pub endpoint: Option<String>,
+    /// s3: region (`auto` for R2). Default `us-east-1`.
+    pub region: String,
+    /// s3: path-style addressing (`endpoint/bucket/key`), needed by MinIO and Garage.
+    pub force_path_style: bool,
+    /// s3: key prefix inside the bucket under which `releases/` lives.
+    pub prefix: String,
+    /// s3: TCP connect timeout. Default 3 s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// s3: time from sending a request to the first byte of its answer. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
+    /// s3: attempts per request, retries included (the SDK's standard retry mode). Default 3.
+    pub max_attempts: u32,
 }
 
 impl Default for StoreConfig {
@@ -87,6 +108,14 @@ impl Default for StoreConfig {
             kind: StoreKind::Fs,
             root: PathBuf::from("samples"),
             timeout: Duration::from_secs(10),
+            bucket: None,
+            endpoint: None,
+            region: "us-east-1".into(),
+            force_path_style: false,
+            prefix: String::new(),
+            connect_timeout: Duration::from_secs(3),
+            first_byte_timeout: Duration::from_secs(10),
+            max_attempts: 3,
         }
     }
 }
@@ -329,6 +358,22 @@ impl Config {
         }
         if self.store.timeout.is_zero() {
             return Err(invalid("store.timeout", "must be more than 0"));
+        }
+        if self.store.kind == StoreKind::S3 {
+            if self.store.bucket.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid("store.bucket", "required when store.kind = \"s3\""));
+            }
+            if let Some(endpoint) = &self.store.endpoint
+                && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            {
+                return Err(invalid(
+                    "store.endpoint",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if self.store.max_attempts == 0 {
+                return Err(invalid("store.max_attempts", "must be at least 1"));
+            }
         }
         if self.store.kind == StoreKind::Fs && !self.store.root.is_dir() {
             return Err(invalid(

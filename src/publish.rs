@@ -298,7 +298,7 @@ pub async fn publish(
         };
         bar.set_message(artifact.name.clone());
         store
-            .put_file(&key, &artifact.path, progress)
+            .put_file(&key, &artifact.path, Some(artifact.sha512), progress)
             .await
             .with_context(|| format!("uploading {key}"))?;
         base += artifact.size;

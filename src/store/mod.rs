@@ -6,6 +6,7 @@
 
 pub mod fs;
 pub mod key;
+pub mod s3;
 
 use std::io;
 use std::pin::Pin;
@@ -62,6 +63,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A copy for each waiter of a coalesced request (moka shares one error among them).
+    pub fn duplicate(&self) -> Self {
+        match self {
+            StoreError::NotFound { key } => StoreError::NotFound { key: key.clone() },
+            StoreError::Timeout(after) => StoreError::Timeout(*after),
+            StoreError::Unavailable { message, source } => StoreError::Unavailable {
+                message: message.clone(),
+                source: source
+                    .as_ref()
+                    .map(|s| io::Error::new(s.kind(), s.to_string())),
+            },
+        }
+    }
+
     fn from_io(key: &ObjectKey, err: io::Error) -> Self {
         match err.kind() {
             // A path that escapes the root is reported by cap-std as PermissionDenied; a
@@ -94,13 +109,24 @@ pub struct Store {
 enum Backend {
     /// A local directory holding `releases/` (the embedded default).
     Fs(Arc<fs::FsStore>),
+    /// A bucket.
+    S3(Arc<s3::S3Store>),
 }
 
 impl Store {
-    /// Builds the store named by the config.
+    /// Builds the store named by the config; S3 credentials come from the AWS chain.
     pub fn from_config(config: &StoreConfig) -> Result<Self, StoreError> {
+        Self::with_credentials(config, None)
+    }
+
+    /// As [`Store::from_config`], with explicit S3 credentials instead of the AWS chain.
+    pub fn with_credentials(
+        config: &StoreConfig,
+        credentials: Option<aws_sdk_s3::config::Credentials>,
+    ) -> Result<Self, StoreError> {
         let backend = match config.kind {
             StoreKind::Fs => Backend::Fs(Arc::new(fs::FsStore::new(&config.root)?)),
+            StoreKind::S3 => Backend::S3(Arc::new(s3::S3Store::new(config, credentials))),
         };
         Ok(Self {
             backend,
@@ -113,6 +139,7 @@ impl Store {
         let open = async {
             match &self.backend {
                 Backend::Fs(store) => store.open(key).await,
+                Backend::S3(store) => store.open(key).await,
             }
         };
         tokio::time::timeout(self.timeout, open)
@@ -125,6 +152,7 @@ impl Store {
         let probe = async {
             match &self.backend {
                 Backend::Fs(store) => store.probe().await,
+                Backend::S3(store) => store.probe().await,
             }
         };
         tokio::time::timeout(self.timeout, probe)
@@ -138,9 +166,11 @@ impl Store {
         &self,
         key: &ObjectKey,
         local: &std::path::Path,
+        sha512: Option<[u8; 64]>,
         progress: Progress,
     ) -> Result<(), StoreError> {
         match &self.backend {
+            Backend::S3(store) => store.put_file(key, local, sha512, progress).await,
             Backend::Fs(store) => {
                 let local = local.to_path_buf();
                 store
@@ -166,6 +196,7 @@ impl Store {
     /// Writes `bytes` to `key`, atomically.
     pub async fn put_bytes(&self, key: &ObjectKey, bytes: Bytes) -> Result<(), StoreError> {
         match &self.backend {
+            Backend::S3(store) => store.put_bytes(key, bytes).await,
             Backend::Fs(store) => {
                 store
                     .put_with(key, move |out| std::io::Write::write_all(out, &bytes))
@@ -200,6 +231,7 @@ impl Store {
     pub async fn sha512(&self, key: &ObjectKey) -> Result<Option<[u8; 64]>, StoreError> {
         match &self.backend {
             Backend::Fs(store) => store.sha512(key).await,
+            Backend::S3(store) => store.sha512(key).await,
         }
     }
 
@@ -207,6 +239,7 @@ impl Store {
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         match &self.backend {
             Backend::Fs(store) => store.list(prefix).await,
+            Backend::S3(store) => store.list(prefix).await,
         }
     }
 
@@ -214,6 +247,7 @@ impl Store {
     pub fn kind(&self) -> &'static str {
         match &self.backend {
             Backend::Fs(_) => "fs",
+            Backend::S3(_) => "s3",
         }
     }
 }
@@ -230,6 +264,7 @@ pub struct Object {
 #[derive(Clone)]
 enum ObjectSource {
     Fs(fs::FsSource),
+    S3(s3::S3Source),
 }
 
 impl Object {
@@ -238,6 +273,7 @@ impl Object {
     pub fn read(&self, range: ByteRange) -> ByteStream {
         match &self.source {
             ObjectSource::Fs(source) => source.read(range),
+            ObjectSource::S3(source) => source.read(range),
         }
     }
 }
