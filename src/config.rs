@@ -227,6 +227,9 @@ impl Default for LogConfig {
 /// Secrets: read from the environment only, never from the file, never printed.
 #[derive(Default)]
 pub struct Secrets {
+    /// S3 credentials given explicitly (tests running a local S3 server with keys made at
+    /// run time). `None`, always, from the environment: S3 then uses the standard AWS chain.
+    pub s3_credentials: Option<aws_sdk_s3::config::Credentials>,
     /// `RELEASE_EDGE_ADMIN_TOKENS`, comma-separated bearer tokens for `/admin/*`.
     pub admin_tokens: Vec<SecretString>,
     /// `GITHUB_TOKEN`, for private repositories and a higher rate limit.
@@ -248,6 +251,7 @@ impl Secrets {
             .filter(|t| !t.is_empty())
             .map(SecretString::from);
         Self {
+            s3_credentials: None,
             admin_tokens,
             github_token,
         }

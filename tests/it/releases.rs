@@ -16,8 +16,16 @@ const MANIFEST: &str = "releases/latest/latest.yml";
 const MANIFEST_BODY: &str = "version: 1.2.0\npath: App Setup 1.2.0.exe\n";
 
 fn fixture() -> Fixture {
-    Fixture::new()
-        .file(EXE, pattern(5_000))
+    with_files(Fixture::new())
+}
+
+/// The same objects in each kind of store: every behaviour of `/releases` must hold for both.
+fn fixtures() -> [Fixture; 2] {
+    Fixture::both().map(with_files)
+}
+
+fn with_files(fx: Fixture) -> Fixture {
+    fx.file(EXE, pattern(5_000))
         .large(BIG, BIG_LEN)
         .file(MANIFEST, MANIFEST_BODY)
         .file("releases/v1.2.0/Ünïcödé App.dmg", b"dmg bytes")
@@ -62,301 +70,312 @@ fn boundary_of(content_type: &str) -> String {
 
 #[tokio::test]
 async fn whole_object_with_every_header() {
-    let fx = fixture();
-    let router = fx.router();
-    let reply = get(&router, EXE_URL, &[]).await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.body.as_ref(), pattern(5_000).as_slice());
-    assert_eq!(reply.header("accept-ranges"), "bytes");
-    assert_eq!(reply.header("content-length"), "5000");
-    assert_eq!(
-        reply.header("content-type"),
-        "application/vnd.microsoft.portable-executable"
-    );
-    assert_eq!(
-        reply.header("content-disposition"),
-        "attachment; filename=\"App Setup 1.2.0.exe\""
-    );
-    assert_eq!(
-        reply.header("cache-control"),
-        "public, max-age=31536000, immutable"
-    );
-    let etag = reply.header("etag");
-    assert!(
-        etag.starts_with('"') && etag.ends_with('"') && etag.len() == 34,
-        "{etag}"
-    );
-    let modified = httpdate::parse_http_date(reply.header("last-modified")).expect("date");
-    let age = std::time::SystemTime::now()
-        .duration_since(modified)
-        .unwrap_or_default();
-    assert!(age < Duration::from_secs(600));
-    assert!(!reply.header("x-request-id").is_empty());
+    for fx in fixtures() {
+        let router = fx.router();
+        let reply = get(&router, EXE_URL, &[]).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body.as_ref(), pattern(5_000).as_slice());
+        assert_eq!(reply.header("accept-ranges"), "bytes");
+        assert_eq!(reply.header("content-length"), "5000");
+        assert_eq!(
+            reply.header("content-type"),
+            "application/vnd.microsoft.portable-executable"
+        );
+        assert_eq!(
+            reply.header("content-disposition"),
+            "attachment; filename=\"App Setup 1.2.0.exe\""
+        );
+        assert_eq!(
+            reply.header("cache-control"),
+            "public, max-age=31536000, immutable"
+        );
+        let etag = reply.header("etag");
+        assert!(
+            etag.starts_with('"') && etag.ends_with('"') && etag.len() == 34,
+            "{etag}"
+        );
+        let modified = httpdate::parse_http_date(reply.header("last-modified")).expect("date");
+        let age = std::time::SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default();
+        assert!(age < Duration::from_secs(600));
+        assert!(!reply.header("x-request-id").is_empty());
+    }
 }
 
 #[tokio::test]
 async fn manifests_get_the_manifest_cache_policy() {
-    let mut fx = fixture();
-    fx.config.cache.manifest_max_age = 120;
-    let reply = get(
-        &fx.router(),
-        "/releases/latest/latest.yml?noCache=1a2b",
-        &[],
-    )
-    .await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.body.as_ref(), MANIFEST_BODY.as_bytes());
-    assert_eq!(reply.header("content-type"), "application/yaml");
-    assert_eq!(
-        reply.header("cache-control"),
-        "public, max-age=120, stale-while-revalidate=60, stale-if-error=86400"
-    );
-    assert!(reply.headers.get("content-disposition").is_none());
+    for mut fx in fixtures() {
+        fx.config.cache.manifest_max_age = 120;
+        let reply = get(
+            &fx.router(),
+            "/releases/latest/latest.yml?noCache=1a2b",
+            &[],
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body.as_ref(), MANIFEST_BODY.as_bytes());
+        assert_eq!(reply.header("content-type"), "application/yaml");
+        assert_eq!(
+            reply.header("cache-control"),
+            "public, max-age=120, stale-while-revalidate=60, stale-if-error=86400"
+        );
+        assert!(reply.headers.get("content-disposition").is_none());
+    }
 }
 
 #[tokio::test]
 async fn head_has_the_headers_of_get_and_no_body() {
-    let fx = fixture();
-    let router = fx.router();
-    let full = get(&router, BIG_URL, &[]).await;
-    let head = request(&router, "HEAD", BIG_URL, &[("range", "bytes=0-9")]).await;
-    assert_eq!(head.status, 200, "Range is defined for GET only");
-    assert!(head.body.is_empty());
-    for name in [
-        "content-length",
-        "etag",
-        "last-modified",
-        "content-type",
-        "cache-control",
-    ] {
-        assert_eq!(head.header(name), full.header(name), "{name}");
+    for fx in fixtures() {
+        let router = fx.router();
+        let full = get(&router, BIG_URL, &[]).await;
+        let head = request(&router, "HEAD", BIG_URL, &[("range", "bytes=0-9")]).await;
+        assert_eq!(head.status, 200, "Range is defined for GET only");
+        assert!(head.body.is_empty());
+        for name in [
+            "content-length",
+            "etag",
+            "last-modified",
+            "content-type",
+            "cache-control",
+        ] {
+            assert_eq!(head.header(name), full.header(name), "{name}");
+        }
+        assert_eq!(head.header("content-length"), BIG_LEN.to_string());
     }
-    assert_eq!(head.header("content-length"), BIG_LEN.to_string());
 }
 
 #[tokio::test]
 async fn percent_encoded_non_ascii_names() {
-    let fx = fixture();
-    let router = fx.router();
-    let reply = get(
-        &router,
-        "/releases/v1.2.0/%C3%9Cn%C3%AFc%C3%B6d%C3%A9%20App.dmg",
-        &[],
-    )
-    .await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.body.as_ref(), b"dmg bytes");
-    assert_eq!(
-        reply.header("content-disposition"),
-        "attachment; filename=\"_n_c_d__App.dmg\"; filename*=UTF-8''%C3%9Cn%C3%AFc%C3%B6d%C3%A9%20App.dmg"
-    );
+    for fx in fixtures() {
+        let router = fx.router();
+        let reply = get(
+            &router,
+            "/releases/v1.2.0/%C3%9Cn%C3%AFc%C3%B6d%C3%A9%20App.dmg",
+            &[],
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body.as_ref(), b"dmg bytes");
+        assert_eq!(
+            reply.header("content-disposition"),
+            "attachment; filename=\"_n_c_d__App.dmg\"; filename*=UTF-8''%C3%9Cn%C3%AFc%C3%B6d%C3%A9%20App.dmg"
+        );
+    }
 }
 
 #[tokio::test]
 async fn single_suffix_and_open_ranges() {
-    let fx = fixture();
-    let router = fx.router();
-    let data = pattern(BIG_LEN);
-    let cases = [
-        ("bytes=0-99", 0, 99),
-        ("bytes=70000-200000", 70_000, 200_000),
-        ("bytes=-500", BIG_LEN - 500, BIG_LEN - 1),
-        ("bytes=299990-", BIG_LEN - 10, BIG_LEN - 1),
-        ("bytes=299990-999999999", BIG_LEN - 10, BIG_LEN - 1),
-        ("bytes=-999999", 0, BIG_LEN - 1),
-    ];
-    for (range, start, end) in cases {
-        let reply = get(&router, BIG_URL, &[("range", range)]).await;
-        assert_eq!(reply.status, 206, "{range}");
-        assert_eq!(
-            reply.header("content-range"),
-            format!("bytes {start}-{end}/{BIG_LEN}"),
-            "{range}"
-        );
-        assert_eq!(
-            reply.header("content-length"),
-            (end - start + 1).to_string()
-        );
-        assert_eq!(reply.body.as_ref(), &data[start..=end], "{range}");
-        assert_eq!(reply.header("etag").len(), 34);
+    for fx in fixtures() {
+        let router = fx.router();
+        let data = pattern(BIG_LEN);
+        let cases = [
+            ("bytes=0-99", 0, 99),
+            ("bytes=70000-200000", 70_000, 200_000),
+            ("bytes=-500", BIG_LEN - 500, BIG_LEN - 1),
+            ("bytes=299990-", BIG_LEN - 10, BIG_LEN - 1),
+            ("bytes=299990-999999999", BIG_LEN - 10, BIG_LEN - 1),
+            ("bytes=-999999", 0, BIG_LEN - 1),
+        ];
+        for (range, start, end) in cases {
+            let reply = get(&router, BIG_URL, &[("range", range)]).await;
+            assert_eq!(reply.status, 206, "{range}");
+            assert_eq!(
+                reply.header("content-range"),
+                format!("bytes {start}-{end}/{BIG_LEN}"),
+                "{range}"
+            );
+            assert_eq!(
+                reply.header("content-length"),
+                (end - start + 1).to_string()
+            );
+            assert_eq!(reply.body.as_ref(), &data[start..=end], "{range}");
+            assert_eq!(reply.header("etag").len(), 34);
+        }
     }
 }
 
 #[tokio::test]
 async fn unsatisfiable_range_is_416_with_json_and_content_range() {
-    let fx = fixture();
-    let router = fx.router();
-    for range in ["bytes=300000-", "bytes=400000-400010, 500000-", "bytes=-0"] {
-        let reply = get(&router, BIG_URL, &[("range", range)]).await;
-        assert_eq!(reply.status, 416, "{range}");
-        assert_eq!(reply.header("content-range"), format!("bytes */{BIG_LEN}"));
-        assert_eq!(reply.json()["error"], "range_not_satisfiable");
+    for fx in fixtures() {
+        let router = fx.router();
+        for range in ["bytes=300000-", "bytes=400000-400010, 500000-", "bytes=-0"] {
+            let reply = get(&router, BIG_URL, &[("range", range)]).await;
+            assert_eq!(reply.status, 416, "{range}");
+            assert_eq!(reply.header("content-range"), format!("bytes */{BIG_LEN}"));
+            assert_eq!(reply.json()["error"], "range_not_satisfiable");
+        }
     }
 }
 
 #[tokio::test]
 async fn malformed_range_is_ignored() {
-    let fx = fixture();
-    let router = fx.router();
-    for range in [
-        "bytes=abc",
-        "bytes=5-1",
-        "chunks=0-1",
-        "bytes 0-1",
-        "bytes=0-1;2-3",
-    ] {
-        let reply = get(&router, EXE_URL, &[("range", range)]).await;
-        assert_eq!(reply.status, 200, "{range}");
-        assert_eq!(reply.body.len(), 5_000);
-        assert!(reply.headers.get("content-range").is_none());
+    for fx in fixtures() {
+        let router = fx.router();
+        for range in [
+            "bytes=abc",
+            "bytes=5-1",
+            "chunks=0-1",
+            "bytes 0-1",
+            "bytes=0-1;2-3",
+        ] {
+            let reply = get(&router, EXE_URL, &[("range", range)]).await;
+            assert_eq!(reply.status, 200, "{range}");
+            assert_eq!(reply.body.len(), 5_000);
+            assert!(reply.headers.get("content-range").is_none());
+        }
     }
 }
 
 #[tokio::test]
 async fn multiple_ranges_are_multipart_in_request_order() {
-    let fx = fixture();
-    let router = fx.router();
-    let data = pattern(BIG_LEN);
-    let wanted = [
-        (0usize, 9usize),
-        (10, 10),
-        (70_000, 140_000),
-        (299_000, 299_999),
-    ];
-    let header = format!(
-        "bytes={}",
-        wanted
-            .iter()
-            .map(|(a, b)| format!("{a}-{b}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let reply = get(&router, BIG_URL, &[("range", &header)]).await;
-    assert_eq!(reply.status, 206);
-    assert!(reply.headers.get("content-range").is_none());
-    let ct = reply.header("content-type");
-    assert!(ct.starts_with("multipart/byteranges; boundary="), "{ct}");
-    let boundary = boundary_of(ct);
-    assert_eq!(
-        reply.header("content-length"),
-        reply.body.len().to_string(),
-        "fixed Content-Length equals the body"
-    );
-    let lengths: Vec<usize> = wanted.iter().map(|(a, b)| b - a + 1).collect();
-    let parts = split_multipart(&reply.body, &boundary, &lengths);
-    for ((head, bytes), (a, b)) in parts.iter().zip(wanted) {
-        assert!(
-            head.contains("Content-Type: application/vnd.appimage"),
-            "{head}"
+    for fx in fixtures() {
+        let router = fx.router();
+        let data = pattern(BIG_LEN);
+        let wanted = [
+            (0usize, 9usize),
+            (10, 10),
+            (70_000, 140_000),
+            (299_000, 299_999),
+        ];
+        let header = format!(
+            "bytes={}",
+            wanted
+                .iter()
+                .map(|(a, b)| format!("{a}-{b}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        assert!(
-            head.contains(&format!("Content-Range: bytes {a}-{b}/{BIG_LEN}")),
-            "{head}"
+        let reply = get(&router, BIG_URL, &[("range", &header)]).await;
+        assert_eq!(reply.status, 206);
+        assert!(reply.headers.get("content-range").is_none());
+        let ct = reply.header("content-type");
+        assert!(ct.starts_with("multipart/byteranges; boundary="), "{ct}");
+        let boundary = boundary_of(ct);
+        assert_eq!(
+            reply.header("content-length"),
+            reply.body.len().to_string(),
+            "fixed Content-Length equals the body"
         );
-        assert_eq!(bytes.as_slice(), &data[a..=b]);
+        let lengths: Vec<usize> = wanted.iter().map(|(a, b)| b - a + 1).collect();
+        let parts = split_multipart(&reply.body, &boundary, &lengths);
+        for ((head, bytes), (a, b)) in parts.iter().zip(wanted) {
+            assert!(
+                head.contains("Content-Type: application/vnd.appimage"),
+                "{head}"
+            );
+            assert!(
+                head.contains(&format!("Content-Range: bytes {a}-{b}/{BIG_LEN}")),
+                "{head}"
+            );
+            assert_eq!(bytes.as_slice(), &data[a..=b]);
+        }
     }
 }
 
 #[tokio::test]
 async fn a_thousand_ranges_like_electron_updater() {
-    let fx = fixture();
-    let router = fx.router();
-    let data = pattern(BIG_LEN);
-    let wanted: Vec<(usize, usize)> = (0..1000).map(|i| (i * 297, i * 297 + 150)).collect();
-    let header = format!(
-        "bytes={}",
-        wanted
-            .iter()
-            .map(|(a, b)| format!("{a}-{b}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let reply = get(&router, BIG_URL, &[("range", &header)]).await;
-    assert_eq!(reply.status, 206);
-    let boundary = boundary_of(reply.header("content-type"));
-    let lengths: Vec<usize> = wanted.iter().map(|(a, b)| b - a + 1).collect();
-    let parts = split_multipart(&reply.body, &boundary, &lengths);
-    assert_eq!(parts.len(), 1000);
-    for ((_, bytes), (a, b)) in parts.iter().zip(&wanted) {
-        assert_eq!(bytes.as_slice(), &data[*a..=*b]);
+    for fx in fixtures() {
+        let router = fx.router();
+        let data = pattern(BIG_LEN);
+        let wanted: Vec<(usize, usize)> = (0..1000).map(|i| (i * 297, i * 297 + 150)).collect();
+        let header = format!(
+            "bytes={}",
+            wanted
+                .iter()
+                .map(|(a, b)| format!("{a}-{b}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let reply = get(&router, BIG_URL, &[("range", &header)]).await;
+        assert_eq!(reply.status, 206);
+        let boundary = boundary_of(reply.header("content-type"));
+        let lengths: Vec<usize> = wanted.iter().map(|(a, b)| b - a + 1).collect();
+        let parts = split_multipart(&reply.body, &boundary, &lengths);
+        assert_eq!(parts.len(), 1000);
+        for ((_, bytes), (a, b)) in parts.iter().zip(&wanted) {
+            assert_eq!(bytes.as_slice(), &data[*a..=*b]);
+        }
     }
 }
 
 #[tokio::test]
 async fn too_many_overlapping_or_backwards_ranges_get_the_whole_body() {
-    let fx = fixture();
-    let router = fx.router();
-    let too_many = format!(
-        "bytes={}",
-        (0..1025)
-            .map(|i| format!("{}-{}", i * 10, i * 10 + 1))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    for range in [
-        too_many.as_str(),
-        "bytes=0-100, 50-150",
-        "bytes=1000-2000, 0-10",
-    ] {
-        let reply = get(&router, BIG_URL, &[("range", range)]).await;
-        assert_eq!(reply.status, 200);
-        assert_eq!(reply.body.len(), BIG_LEN);
+    for fx in fixtures() {
+        let router = fx.router();
+        let too_many = format!(
+            "bytes={}",
+            (0..1025)
+                .map(|i| format!("{}-{}", i * 10, i * 10 + 1))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        for range in [
+            too_many.as_str(),
+            "bytes=0-100, 50-150",
+            "bytes=1000-2000, 0-10",
+        ] {
+            let reply = get(&router, BIG_URL, &[("range", range)]).await;
+            assert_eq!(reply.status, 200);
+            assert_eq!(reply.body.len(), BIG_LEN);
+        }
     }
 }
 
 #[tokio::test]
 async fn conditional_requests() {
-    let fx = fixture();
-    let router = fx.router();
-    let first = get(&router, EXE_URL, &[]).await;
-    let etag = first.header("etag").to_owned();
-    let modified = first.header("last-modified").to_owned();
+    for fx in fixtures() {
+        let router = fx.router();
+        let first = get(&router, EXE_URL, &[]).await;
+        let etag = first.header("etag").to_owned();
+        let modified = first.header("last-modified").to_owned();
 
-    let not_modified = get(&router, EXE_URL, &[("if-none-match", &etag)]).await;
-    assert_eq!(not_modified.status, 304);
-    assert!(not_modified.body.is_empty());
-    assert_eq!(not_modified.header("etag"), etag);
-    assert_eq!(
-        not_modified.header("cache-control"),
-        "public, max-age=31536000, immutable"
-    );
+        let not_modified = get(&router, EXE_URL, &[("if-none-match", &etag)]).await;
+        assert_eq!(not_modified.status, 304);
+        assert!(not_modified.body.is_empty());
+        assert_eq!(not_modified.header("etag"), etag);
+        assert_eq!(
+            not_modified.header("cache-control"),
+            "public, max-age=31536000, immutable"
+        );
 
-    let by_date = get(&router, EXE_URL, &[("if-modified-since", &modified)]).await;
-    assert_eq!(by_date.status, 304);
+        let by_date = get(&router, EXE_URL, &[("if-modified-since", &modified)]).await;
+        assert_eq!(by_date.status, 304);
 
-    let other = get(&router, EXE_URL, &[("if-none-match", "\"something-else\"")]).await;
-    assert_eq!(other.status, 200);
-    assert_eq!(other.body.len(), 5_000);
+        let other = get(&router, EXE_URL, &[("if-none-match", "\"something-else\"")]).await;
+        assert_eq!(other.status, 200);
+        assert_eq!(other.body.len(), 5_000);
 
-    let failed = get(&router, EXE_URL, &[("if-match", "\"something-else\"")]).await;
-    assert_eq!(failed.status, 412);
-    assert_eq!(failed.json()["error"], "precondition_failed");
-    let passed = get(&router, EXE_URL, &[("if-match", &etag)]).await;
-    assert_eq!(passed.status, 200);
+        let failed = get(&router, EXE_URL, &[("if-match", "\"something-else\"")]).await;
+        assert_eq!(failed.status, 412);
+        assert_eq!(failed.json()["error"], "precondition_failed");
+        let passed = get(&router, EXE_URL, &[("if-match", &etag)]).await;
+        assert_eq!(passed.status, 200);
 
-    let resumed = get(
-        &router,
-        EXE_URL,
-        &[("range", "bytes=100-"), ("if-range", &etag)],
-    )
-    .await;
-    assert_eq!(resumed.status, 206);
-    assert_eq!(resumed.body.as_ref(), &pattern(5_000)[100..]);
-    let by_date = get(
-        &router,
-        EXE_URL,
-        &[("range", "bytes=100-"), ("if-range", &modified)],
-    )
-    .await;
-    assert_eq!(by_date.status, 206);
-    let stale = get(
-        &router,
-        EXE_URL,
-        &[("range", "bytes=100-"), ("if-range", "\"old-version\"")],
-    )
-    .await;
-    assert_eq!(stale.status, 200, "If-Range mismatch: the whole new body");
-    assert_eq!(stale.body.len(), 5_000);
+        let resumed = get(
+            &router,
+            EXE_URL,
+            &[("range", "bytes=100-"), ("if-range", &etag)],
+        )
+        .await;
+        assert_eq!(resumed.status, 206);
+        assert_eq!(resumed.body.as_ref(), &pattern(5_000)[100..]);
+        let by_date = get(
+            &router,
+            EXE_URL,
+            &[("range", "bytes=100-"), ("if-range", &modified)],
+        )
+        .await;
+        assert_eq!(by_date.status, 206);
+        let stale = get(
+            &router,
+            EXE_URL,
+            &[("range", "bytes=100-"), ("if-range", "\"old-version\"")],
+        )
+        .await;
+        assert_eq!(stale.status, 200, "If-Range mismatch: the whole new body");
+        assert_eq!(stale.body.len(), 5_000);
+    }
 }
 
 #[tokio::test]
@@ -416,57 +435,63 @@ async fn traversal_is_refused_before_the_store_and_nothing_outside_is_served() {
 
 #[tokio::test]
 async fn errors_are_json() {
-    let fx = fixture();
-    let router = fx.router();
-    let missing = get(&router, "/releases/v9.9.9/none.exe", &[]).await;
-    assert_eq!(missing.status, 404);
-    assert_eq!(missing.json()["error"], "not_found");
-    assert_eq!(missing.header("cache-control"), "no-store");
-    let directory = get(&router, "/releases/v1.2.0", &[]).await;
-    assert_eq!(directory.status, 404);
-    let route = get(&router, "/nothing-here", &[]).await;
-    assert_eq!(route.status, 404);
-    assert_eq!(route.json()["error"], "not_found");
-    let method = request(&router, "DELETE", EXE_URL, &[]).await;
-    assert_eq!(method.status, 405);
-    assert_eq!(method.json()["error"], "method_not_allowed");
-    assert_eq!(method.header("allow"), "GET, HEAD");
+    for fx in fixtures() {
+        let router = fx.router();
+        let missing = get(&router, "/releases/v9.9.9/none.exe", &[]).await;
+        assert_eq!(missing.status, 404);
+        assert_eq!(missing.json()["error"], "not_found");
+        assert_eq!(missing.header("cache-control"), "no-store");
+        if fx.kind() == "fs" {
+            // A directory is not an object (S3 has no directories to ask for).
+            let directory = get(&router, "/releases/v1.2.0", &[]).await;
+            assert_eq!(directory.status, 404);
+        }
+        let route = get(&router, "/nothing-here", &[]).await;
+        assert_eq!(route.status, 404);
+        assert_eq!(route.json()["error"], "not_found");
+        let method = request(&router, "DELETE", EXE_URL, &[]).await;
+        assert_eq!(method.status, 405);
+        assert_eq!(method.json()["error"], "method_not_allowed");
+        assert_eq!(method.header("allow"), "GET, HEAD");
+    }
 }
 
 #[tokio::test]
 async fn metrics_count_by_matched_route() {
-    let fx = fixture();
-    let router = fx.router();
-    get(&router, EXE_URL, &[]).await;
-    get(&router, "/releases/latest/latest.yml", &[]).await;
-    get(&router, "/releases/v9/missing", &[]).await;
-    get(&router, "/random/path/1", &[]).await;
-    let text = String::from_utf8(get(&router, "/metrics", &[]).await.body.to_vec()).expect("utf8");
-    assert!(text.contains(
+    for fx in fixtures() {
+        let router = fx.router();
+        get(&router, EXE_URL, &[]).await;
+        get(&router, "/releases/latest/latest.yml", &[]).await;
+        get(&router, "/releases/v9/missing", &[]).await;
+        get(&router, "/random/path/1", &[]).await;
+        let text =
+            String::from_utf8(get(&router, "/metrics", &[]).await.body.to_vec()).expect("utf8");
+        assert!(text.contains(
         "release_edge_http_requests_total{method=\"GET\",route=\"/releases/{*path}\",status=\"200\"} 2"
     ), "{text}");
-    assert!(text.contains(
+        assert!(text.contains(
         "release_edge_http_requests_total{method=\"GET\",route=\"/releases/{*path}\",status=\"404\"} 1"
     ));
-    assert!(text.contains(
-        "release_edge_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1"
-    ));
-    let missing_body = r#"{"error":"not_found","message":"no object at releases/v9/missing"}"#;
-    let bytes = 5_000 + MANIFEST_BODY.len() + missing_body.len();
-    assert!(
-        text.contains(&format!(
-            "release_edge_response_bytes_total{{route=\"/releases/{{*path}}\"}} {bytes}"
-        )),
-        "{text}"
-    );
-    assert!(text.contains(
-        "release_edge_http_request_duration_seconds_count{route=\"/releases/{*path}\"} 3"
-    ));
-    assert!(
-        !text.contains("random/path"),
-        "raw paths never become labels"
-    );
-    assert!(text.contains("release_edge_inflight_downloads 0"));
+        assert!(text.contains(
+            "release_edge_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1"
+        ));
+        let missing_body = r#"{"error":"not_found","message":"no object at releases/v9/missing"}"#;
+        let bytes = 5_000 + MANIFEST_BODY.len() + missing_body.len();
+        assert!(
+            text.contains(&format!(
+                "release_edge_response_bytes_total{{route=\"/releases/{{*path}}\"}} {bytes}"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(
+            "release_edge_http_request_duration_seconds_count{route=\"/releases/{*path}\"} 3"
+        ));
+        assert!(
+            !text.contains("random/path"),
+            "raw paths never become labels"
+        );
+        assert!(text.contains("release_edge_inflight_downloads 0"));
+    }
 }
 
 #[tokio::test]

@@ -37,21 +37,67 @@ pub fn pattern(len: usize) -> Vec<u8> {
     out
 }
 
-/// A store directory with files, and the config that serves it.
+/// A store with files, and the config that serves it: a local directory, or a bucket of a
+/// real S3 server (s3s-fs) whose objects are files under [`Fixture::root`].
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub config: Config,
+    root: PathBuf,
+    /// The S3 server, when the store is a bucket.
+    pub s3: Option<S3Server>,
 }
 
+/// The bucket every S3 fixture uses.
+pub const BUCKET: &str = "releases-bucket";
+
 impl Fixture {
-    /// An empty store.
+    /// An empty filesystem store.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("releases")).expect("mkdir releases");
         let mut config = Config::default();
         config.store.root = dir.path().to_path_buf();
         config.listen = "127.0.0.1:0".parse().expect("addr");
-        Self { dir, config }
+        let root = dir.path().to_path_buf();
+        Self {
+            dir,
+            config,
+            root,
+            s3: None,
+        }
+    }
+
+    /// An empty bucket on a real S3 server (s3s-fs, in-process, on 127.0.0.1), path-style,
+    /// with keys made at run time. Must be called inside a Tokio runtime.
+    pub fn s3() -> Self {
+        let mut fx = Self::new();
+        let server = S3Server::start(fx.dir.path());
+        fx.root = fx.dir.path().join(BUCKET);
+        std::fs::create_dir_all(fx.root.join("releases")).expect("mkdir bucket");
+        fx.config.store.kind = release_edge::config::StoreKind::S3;
+        fx.config.store.bucket = Some(BUCKET.into());
+        fx.config.store.endpoint = Some(server.endpoint.clone());
+        fx.config.store.force_path_style = true;
+        fx.s3 = Some(server);
+        fx
+    }
+
+    /// Both kinds, for tests that must hold for every store.
+    pub fn both() -> [Self; 2] {
+        [Self::new(), Self::s3()]
+    }
+
+    /// `fs` or `s3`, for assertion messages.
+    pub fn kind(&self) -> &'static str {
+        if self.s3.is_some() { "s3" } else { "fs" }
+    }
+
+    /// The secrets a server for this fixture needs (the S3 server's keys).
+    pub fn secrets(&self) -> Secrets {
+        Secrets {
+            s3_credentials: self.s3.as_ref().map(S3Server::credentials),
+            ..Secrets::default()
+        }
     }
 
     /// Adds a file at `key` (relative to the store root).
@@ -62,7 +108,7 @@ impl Fixture {
 
     /// Writes (or rewrites) a file.
     pub fn write(&self, key: &str, content: impl AsRef<[u8]>) {
-        let path = self.dir.path().join(key);
+        let path = self.root.join(key);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(path, content).expect("write fixture");
     }
@@ -72,12 +118,13 @@ impl Fixture {
         self.file(key, pattern(len))
     }
 
+    /// Where the store's keys are files: the fs root, or the bucket's directory.
     pub fn root(&self) -> &Path {
-        self.dir.path()
+        &self.root
     }
 
     pub fn state(&self) -> AppState {
-        App::build(self.config.clone(), Secrets::default()).expect("app state")
+        App::build(self.config.clone(), self.secrets()).expect("app state")
     }
 
     pub fn router(&self) -> axum::Router {
@@ -148,6 +195,82 @@ pub fn on_free_port(config: &mut Config) -> String {
     config.public_url.clone()
 }
 
+/// A real S3 server (the `s3s-fs` crate: S3's wire protocol, SigV4 auth, objects as files)
+/// on 127.0.0.1, in this process.
+pub struct S3Server {
+    pub endpoint: String,
+    access_key: String,
+    secret_key: String,
+    handle: JoinHandle<()>,
+}
+
+impl S3Server {
+    /// Serves the buckets (directories) under `root`.
+    pub fn start(root: &Path) -> Self {
+        use s3s::auth::SimpleAuth;
+        use s3s::service::S3ServiceBuilder;
+        let access_key = format!("test-{:016x}", fastrand::u64(..));
+        let secret_key = format!("{:032x}", fastrand::u128(..));
+        let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs root");
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(
+            access_key.clone(),
+            secret_key.clone(),
+        ));
+        let service = builder.build();
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind s3");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("s3 addr");
+        let listener = tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
+        let handle = tokio::spawn(async move {
+            let http =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let conn = http
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+        Self {
+            endpoint: format!("http://{addr}"),
+            access_key,
+            secret_key,
+            handle,
+        }
+    }
+
+    /// The keys, as a client is given them.
+    pub fn credentials(&self) -> aws_sdk_s3::config::Credentials {
+        aws_sdk_s3::config::Credentials::new(&self.access_key, &self.secret_key, None, None, "test")
+    }
+
+    /// The environment a `release-edge` process needs to reach this server through the
+    /// standard AWS chain.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.clone()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("RELEASE_EDGE_STORE__KIND", "s3".into()),
+            ("RELEASE_EDGE_STORE__BUCKET", BUCKET.into()),
+            ("RELEASE_EDGE_STORE__ENDPOINT", self.endpoint.clone()),
+            ("RELEASE_EDGE_STORE__FORCE_PATH_STYLE", "true".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
 /// A server on a real TCP port, in this process.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -159,7 +282,12 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: Config) -> Self {
-        let state = App::build(config, Secrets::default()).expect("state");
+        Self::start_with(config, Secrets::default()).await
+    }
+
+    /// As [`TestServer::start`], with secrets (a fixture's S3 keys).
+    pub async fn start_with(config: Config, secrets: Secrets) -> Self {
+        let state = App::build(config, secrets).expect("state");
         let server = Server::bind(state.clone()).await.expect("bind");
         let addr = server.local_addr().expect("addr");
         let metrics_addr = server.metrics_addr();
