@@ -132,6 +132,12 @@ pub struct CacheConfig {
     pub stale_if_error: Duration,
     /// `Cache-Control: max-age` of manifest responses, in seconds. Default 300.
     pub manifest_max_age: u64,
+    /// How long the store's answer about a mutable object (`releases/latest/...`: its
+    /// metadata, and a small file's bytes) is reused before the store is asked again.
+    /// Immutable `releases/v*/` objects are reused for an hour. `0s` asks every time.
+    /// Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub object_ttl: Duration,
 }
 
 impl Default for CacheConfig {
@@ -140,6 +146,7 @@ impl Default for CacheConfig {
             manifest_ttl: Duration::from_secs(60),
             stale_if_error: Duration::from_secs(24 * 3600),
             manifest_max_age: 300,
+            object_ttl: Duration::from_secs(1),
         }
     }
 }

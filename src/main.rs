@@ -139,7 +139,8 @@ where
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let store = Store::from_config(&config.store).context("opening the store")?;
+        let store =
+            Store::from_config(&config.store, &config.cache).context("opening the store")?;
         run(store).await
     })
 }

@@ -39,7 +39,8 @@ pub struct App {
 impl App {
     /// Builds the state from a validated config.
     pub fn build(config: Config, secrets: Secrets) -> anyhow::Result<AppState> {
-        let store = Store::with_credentials(&config.store, secrets.s3_credentials.clone())?;
+        let store =
+            Store::with_credentials(&config.store, &config.cache, secrets.s3_credentials.clone())?;
         let metrics = Metrics::new()?;
         let manifests = ManifestCache::new(store.clone(), &config.cache, &config.public_url);
         Ok(AppState(Arc::new(App {

@@ -15,7 +15,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use moka::future::Cache;
 
-use super::{ByteStream, Object, ObjectKey, ObjectMeta, ObjectSource, StoreError};
+use super::{ByteStream, Object, ObjectKey, ObjectMeta, ObjectSource, ObjectTtl, StoreError};
 use crate::http::conditional::ByteRange;
 
 /// Files up to this size are read whole when opened: one blocking hop serves the request.
@@ -71,7 +71,15 @@ pub struct FsStore {
     /// so it changes whenever the content does and is the same on every node that serves the
     /// same files. Concurrent misses for one file hash it once.
     etags: Cache<FileIdentity, Arc<str>>,
+    /// Small files (up to [`SMALL_FILE`]) with their metadata, reused for the key's TTL: a
+    /// manifest or signature asked for thousands of times a second costs no file system
+    /// call at all. Bounded by bytes.
+    small: Cache<ObjectKey, (ObjectMeta, Bytes)>,
+    ttl: ObjectTtl,
 }
+
+/// Bytes of small files kept in memory.
+const SMALL_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The bytes of an opened file.
 #[derive(Clone)]
@@ -85,7 +93,7 @@ pub(super) enum FsSource {
 
 impl FsStore {
     /// Opens `root` as the store's root directory.
-    pub fn new(root: &Path) -> Result<Self, StoreError> {
+    pub fn new(root: &Path, ttl: ObjectTtl) -> Result<Self, StoreError> {
         let dir = Dir::open_ambient_dir(root, ambient_authority()).map_err(|err| {
             StoreError::Unavailable {
                 message: format!("cannot open store root {}", root.display()),
@@ -96,6 +104,14 @@ impl FsStore {
             root: Arc::new(dir),
             root_path: root.to_path_buf(),
             etags: Cache::builder().max_capacity(ETAG_CACHE_ENTRIES).build(),
+            small: Cache::builder()
+                .max_capacity(SMALL_CACHE_BYTES)
+                .weigher(|_, (_, bytes): &(ObjectMeta, Bytes)| {
+                    u32::try_from(bytes.len() + 256).unwrap_or(u32::MAX)
+                })
+                .expire_after(ttl)
+                .build(),
+            ttl,
         })
     }
 
@@ -105,6 +121,24 @@ impl FsStore {
     }
 
     pub(super) async fn open(&self, key: &ObjectKey) -> Result<Object, StoreError> {
+        if let Some((meta, bytes)) = self.small.get(key).await {
+            return Ok(Object {
+                meta,
+                source: ObjectSource::Fs(FsSource::Memory(bytes)),
+            });
+        }
+        let object = self.open_file(key).await?;
+        if let ObjectSource::Fs(FsSource::Memory(bytes)) = &object.source
+            && self.ttl.of(key).is_some()
+        {
+            self.small
+                .insert(key.clone(), (object.meta.clone(), bytes.clone()))
+                .await;
+        }
+        Ok(object)
+    }
+
+    async fn open_file(&self, key: &ObjectKey) -> Result<Object, StoreError> {
         let root = Arc::clone(&self.root);
         let path = key.as_str().to_owned();
         let opened = tokio::task::spawn_blocking(move || open_blocking(&root, &path))
@@ -183,6 +217,7 @@ impl FsStore {
         })
         .await
         .map_err(join_error)?;
+        self.small.invalidate(key).await;
         result.map_err(|err| StoreError::from_io(key, err))
     }
 
@@ -349,6 +384,11 @@ mod tests {
     use super::*;
     use futures_util::TryStreamExt;
 
+    const NO_REUSE: ObjectTtl = ObjectTtl {
+        mutable: Duration::ZERO,
+        immutable: Duration::ZERO,
+    };
+
     async fn collect(stream: ByteStream) -> Vec<u8> {
         stream
             .try_fold(Vec::new(), |mut acc, chunk| async move {
@@ -366,7 +406,7 @@ mod tests {
             std::fs::create_dir_all(full.parent().unwrap()).unwrap();
             std::fs::write(full, content).unwrap();
         }
-        let store = FsStore::new(dir.path()).unwrap();
+        let store = FsStore::new(dir.path(), NO_REUSE).unwrap();
         (dir, store)
     }
 

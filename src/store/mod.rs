@@ -16,7 +16,43 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures_util::Stream;
 
-use crate::config::{StoreConfig, StoreKind};
+use crate::config::{CacheConfig, StoreConfig, StoreKind};
+use key::KeyKind;
+
+/// How long the store's answer about an immutable object is reused.
+const IMMUTABLE_OBJECT_TTL: Duration = Duration::from_secs(3600);
+
+/// How long a backend may reuse what it learnt about an object (metadata; a small file's
+/// bytes), by kind of key. A zero duration means "do not reuse".
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectTtl {
+    /// `releases/latest/...` and other mutable keys.
+    pub mutable: Duration,
+    /// `releases/v*/...`.
+    pub immutable: Duration,
+}
+
+impl ObjectTtl {
+    /// The TTL for `key`, `None` when it must not be cached.
+    pub fn of(&self, key: &ObjectKey) -> Option<Duration> {
+        let ttl = match key.kind() {
+            KeyKind::Versioned => self.immutable,
+            KeyKind::Mutable => self.mutable,
+        };
+        (!ttl.is_zero()).then_some(ttl)
+    }
+}
+
+impl<V> moka::Expiry<ObjectKey, V> for ObjectTtl {
+    fn expire_after_create(
+        &self,
+        key: &ObjectKey,
+        _value: &V,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(self.of(key).unwrap_or(Duration::ZERO))
+    }
+}
 use crate::http::conditional::ByteRange;
 pub use key::ObjectKey;
 
@@ -115,18 +151,23 @@ enum Backend {
 
 impl Store {
     /// Builds the store named by the config; S3 credentials come from the AWS chain.
-    pub fn from_config(config: &StoreConfig) -> Result<Self, StoreError> {
-        Self::with_credentials(config, None)
+    pub fn from_config(config: &StoreConfig, cache: &CacheConfig) -> Result<Self, StoreError> {
+        Self::with_credentials(config, cache, None)
     }
 
     /// As [`Store::from_config`], with explicit S3 credentials instead of the AWS chain.
     pub fn with_credentials(
         config: &StoreConfig,
+        cache: &CacheConfig,
         credentials: Option<aws_sdk_s3::config::Credentials>,
     ) -> Result<Self, StoreError> {
+        let ttl = ObjectTtl {
+            mutable: cache.object_ttl,
+            immutable: IMMUTABLE_OBJECT_TTL,
+        };
         let backend = match config.kind {
-            StoreKind::Fs => Backend::Fs(Arc::new(fs::FsStore::new(&config.root)?)),
-            StoreKind::S3 => Backend::S3(Arc::new(s3::S3Store::new(config, credentials))),
+            StoreKind::Fs => Backend::Fs(Arc::new(fs::FsStore::new(&config.root, ttl)?)),
+            StoreKind::S3 => Backend::S3(Arc::new(s3::S3Store::new(config, ttl, credentials))),
         };
         Ok(Self {
             backend,

@@ -32,15 +32,12 @@ use futures_util::TryStreamExt;
 use moka::future::Cache;
 use sha2::Digest;
 
-use super::key::KeyKind;
-use super::{ByteStream, Object, ObjectKey, ObjectMeta, ObjectSource, Progress, StoreError};
+use super::{
+    ByteStream, Object, ObjectKey, ObjectMeta, ObjectSource, ObjectTtl, Progress, StoreError,
+};
 use crate::config::StoreConfig;
 use crate::http::conditional::ByteRange;
 
-/// How long the metadata of an immutable object is trusted.
-const IMMUTABLE_META_TTL: Duration = Duration::from_secs(3600);
-/// How long the metadata of a mutable object (`releases/latest/...`) is trusted.
-const MUTABLE_META_TTL: Duration = Duration::from_secs(5);
 /// Files above this are uploaded in parts (S3's single PUT tops out at 5 GiB; parts also
 /// retry cheaply).
 const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
@@ -83,12 +80,13 @@ pub struct S3Store {
     bucket: String,
     prefix: String,
     meta: Cache<ObjectKey, ObjectMeta>,
+    ttl: ObjectTtl,
 }
 
 impl S3Store {
     /// Builds the client from the config. `credentials` overrides the AWS chain (tests that
     /// run a local S3 server in-process with keys made at run time).
-    pub fn new(config: &StoreConfig, credentials: Option<Credentials>) -> Self {
+    pub fn new(config: &StoreConfig, ttl: ObjectTtl, credentials: Option<Credentials>) -> Self {
         let region = Region::new(config.region.clone());
         let provider = match credentials {
             Some(credentials) => SharedCredentialsProvider::new(credentials),
@@ -115,7 +113,7 @@ impl S3Store {
         let prefix = config.prefix.trim_matches('/');
         let meta = Cache::builder()
             .max_capacity(100_000)
-            .expire_after(MetaTtl)
+            .expire_after(ttl)
             .build();
         Self {
             client: Client::from_conf(builder.build()),
@@ -126,6 +124,7 @@ impl S3Store {
                 format!("{prefix}/")
             },
             meta,
+            ttl,
         }
     }
 
@@ -134,11 +133,14 @@ impl S3Store {
     }
 
     pub(super) async fn open(&self, key: &ObjectKey) -> Result<Object, StoreError> {
-        let meta = self
-            .meta
-            .try_get_with_by_ref(key, self.head(key))
-            .await
-            .map_err(|err| err.duplicate())?;
+        let meta = if self.ttl.of(key).is_some() {
+            self.meta
+                .try_get_with_by_ref(key, self.head(key))
+                .await
+                .map_err(|err| err.duplicate())?
+        } else {
+            self.head(key).await?
+        };
         Ok(Object {
             source: ObjectSource::S3(S3Source {
                 client: self.client.clone(),
@@ -414,23 +416,6 @@ impl S3Store {
         }
         names.sort();
         Ok(names)
-    }
-}
-
-/// Cache lifetimes by key kind.
-struct MetaTtl;
-
-impl moka::Expiry<ObjectKey, ObjectMeta> for MetaTtl {
-    fn expire_after_create(
-        &self,
-        key: &ObjectKey,
-        _value: &ObjectMeta,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(match key.kind() {
-            KeyKind::Versioned => IMMUTABLE_META_TTL,
-            KeyKind::Mutable => MUTABLE_META_TTL,
-        })
     }
 }
 

@@ -662,6 +662,7 @@ async fn two_hundred_concurrent_cold_checks_read_the_store_once() {
 async fn manifests_are_revalidated_after_the_ttl() {
     let mut fx = fixture();
     fx.config.cache.manifest_ttl = Duration::from_millis(300);
+    fx.config.cache.object_ttl = Duration::ZERO;
     let router = fx.router();
     let path = "/update/linux/x64/1.0.0/latest-linux.yml";
     assert_eq!(
@@ -686,6 +687,7 @@ async fn manifests_are_revalidated_after_the_ttl() {
 async fn a_failing_store_gets_the_last_good_manifest() {
     let mut fx = fixture();
     fx.config.cache.manifest_ttl = Duration::from_millis(100);
+    fx.config.cache.object_ttl = Duration::ZERO;
     fx.config.store.timeout = Duration::from_millis(300);
     let state = fx.state();
     let router = release_edge::app(state.clone());

@@ -381,6 +381,7 @@ async fn a_publish_killed_half_way_leaves_the_served_release_intact() {
 async fn rollback_serves_an_earlier_version_again() {
     let mut fx = Fixture::new();
     fx.config.cache.manifest_ttl = Duration::from_millis(200);
+    fx.config.cache.object_ttl = Duration::from_millis(100);
     ok(&publish(
         fx.root(),
         &dist(

@@ -379,11 +379,17 @@ async fn conditional_requests() {
 }
 
 #[tokio::test]
-async fn etag_follows_content() {
-    let fx = fixture();
+async fn etag_follows_content_once_the_object_ttl_is_over() {
+    let mut fx = fixture();
+    fx.config.cache.object_ttl = Duration::from_millis(300);
     let router = fx.router();
     let before = get(&router, "/releases/latest/latest.yml", &[]).await;
     fx.write(MANIFEST, "version: 1.3.0\npath: App Setup 1.3.0.exe\n");
+    // Within the TTL the store's last answer is reused: same bytes, same ETag.
+    let reused = get(&router, "/releases/latest/latest.yml", &[]).await;
+    assert_eq!(reused.body, before.body);
+    assert_eq!(reused.header("etag"), before.header("etag"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let after = get(
         &router,
         "/releases/latest/latest.yml",
