@@ -81,6 +81,8 @@ pub struct S3Store {
     prefix: String,
     meta: Cache<ObjectKey, ObjectMeta>,
     ttl: ObjectTtl,
+    /// The first-byte timeout, for error messages.
+    timeout: Duration,
 }
 
 impl S3Store {
@@ -125,6 +127,7 @@ impl S3Store {
             },
             meta,
             ttl,
+            timeout: config.first_byte_timeout,
         }
     }
 
@@ -147,6 +150,7 @@ impl S3Store {
                 bucket: self.bucket.clone(),
                 key: self.full_key(key.as_str()),
                 etag: meta.etag.clone(),
+                timeout: self.timeout,
             }),
             meta,
         })
@@ -160,7 +164,7 @@ impl S3Store {
             .key(self.full_key(key.as_str()))
             .send()
             .await
-            .map_err(|err| classify(key.as_str(), "HeadObject", err))?;
+            .map_err(|err| classify(key.as_str(), "HeadObject", self.timeout, err))?;
         let etag = out.e_tag().unwrap_or_default();
         Ok(ObjectMeta {
             size: out
@@ -189,7 +193,7 @@ impl S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|err| classify(&self.bucket, "HeadBucket", err))
+            .map_err(|err| classify(&self.bucket, "HeadBucket", self.timeout, err))
     }
 
     pub(super) async fn put_file(
@@ -233,7 +237,7 @@ impl S3Store {
                 .body(body)
                 .send()
                 .await
-                .map_err(|err| classify(key.as_str(), "PutObject", err))?;
+                .map_err(|err| classify(key.as_str(), "PutObject", self.timeout, err))?;
             progress(size);
         } else {
             self.multipart(key, &full, local, size, &sha512, content_type, progress)
@@ -264,7 +268,7 @@ impl S3Store {
             .metadata(SHA512_META, hex(sha512))
             .send()
             .await
-            .map_err(|err| classify(key.as_str(), "CreateMultipartUpload", err))?;
+            .map_err(|err| classify(key.as_str(), "CreateMultipartUpload", self.timeout, err))?;
         let upload_id = created.upload_id().unwrap_or_default().to_owned();
         let result = async {
             let mut parts = Vec::new();
@@ -289,7 +293,7 @@ impl S3Store {
                     .body(body)
                     .send()
                     .await
-                    .map_err(|err| classify(key.as_str(), "UploadPart", err))?;
+                    .map_err(|err| classify(key.as_str(), "UploadPart", self.timeout, err))?;
                 parts.push(
                     CompletedPart::builder()
                         .part_number(number)
@@ -312,7 +316,9 @@ impl S3Store {
                 )
                 .send()
                 .await
-                .map_err(|err| classify(key.as_str(), "CompleteMultipartUpload", err))?;
+                .map_err(|err| {
+                    classify(key.as_str(), "CompleteMultipartUpload", self.timeout, err)
+                })?;
             Ok(())
         }
         .await;
@@ -341,7 +347,7 @@ impl S3Store {
             .body(S3Body::from(bytes))
             .send()
             .await
-            .map_err(|err| classify(key.as_str(), "PutObject", err))?;
+            .map_err(|err| classify(key.as_str(), "PutObject", self.timeout, err))?;
         self.meta.invalidate(key).await;
         Ok(())
     }
@@ -359,7 +365,7 @@ impl S3Store {
         let head = match head {
             Ok(head) => head,
             Err(err) => {
-                return match classify(key.as_str(), "HeadObject", err) {
+                return match classify(key.as_str(), "HeadObject", self.timeout, err) {
                     StoreError::NotFound { .. } => Ok(None),
                     other => Err(other),
                 };
@@ -379,7 +385,7 @@ impl S3Store {
             .key(self.full_key(key.as_str()))
             .send()
             .await
-            .map_err(|err| classify(key.as_str(), "GetObject", err))?;
+            .map_err(|err| classify(key.as_str(), "GetObject", self.timeout, err))?;
         let mut hasher = sha2::Sha512::new();
         let mut body = out.body;
         while let Some(chunk) = body.next().await {
@@ -404,7 +410,7 @@ impl S3Store {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|err| classify(prefix, "ListObjectsV2", err))?;
+            let page = page.map_err(|err| classify(prefix, "ListObjectsV2", self.timeout, err))?;
             names.extend(
                 page.contents()
                     .iter()
@@ -426,6 +432,7 @@ pub(super) struct S3Source {
     bucket: String,
     key: String,
     etag: String,
+    timeout: Duration,
 }
 
 impl S3Source {
@@ -440,9 +447,10 @@ impl S3Source {
             .range(format!("bytes={}-{}", range.start, range.end))
             .if_match(&self.etag);
         let key = self.key.clone();
+        let timeout = self.timeout;
         let body = async move {
             let out = request.send().await.map_err(|err| {
-                let err = classify(&key, "GetObject", err);
+                let err = classify(&key, "GetObject", timeout, err);
                 io::Error::other(err)
             })?;
             Ok::<_, io::Error>(body_stream(out.body))
@@ -488,17 +496,20 @@ fn local_error(path: &std::path::Path, err: io::Error) -> StoreError {
 }
 
 /// Gives an SDK error its meaning, and logs it once with the S3 request id.
-fn classify<E>(key: &str, operation: &str, err: SdkError<E, HttpResponse>) -> StoreError
+fn classify<E>(
+    key: &str,
+    operation: &str,
+    timeout: Duration,
+    err: SdkError<E, HttpResponse>,
+) -> StoreError
 where
     E: std::error::Error + Send + Sync + 'static,
 {
     let request_id = err.request_id().unwrap_or("-").to_owned();
     let status = err.raw_response().map(|r| r.status().as_u16());
     let error = match &err {
-        SdkError::TimeoutError(_) => StoreError::Timeout(Duration::ZERO),
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
-            StoreError::Timeout(Duration::ZERO)
-        }
+        SdkError::TimeoutError(_) => StoreError::Timeout(timeout),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => StoreError::Timeout(timeout),
         _ if status == Some(404) => StoreError::NotFound {
             key: key.to_owned(),
         },

@@ -7,6 +7,7 @@ mod electron_updater;
 mod feeds;
 mod publish;
 mod releases;
+mod s3;
 mod support;
 mod tauri;
 mod tcp;

@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -202,6 +203,17 @@ pub struct S3Server {
     access_key: String,
     secret_key: String,
     handle: JoinHandle<()>,
+    log: Arc<Mutex<Vec<S3Request>>>,
+}
+
+/// One request the S3 server received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Request {
+    pub method: String,
+    /// Path and query (`/releases-bucket/releases/v1/a.exe?uploadId=...`).
+    pub target: String,
+    pub range: Option<String>,
+    pub if_match: Option<String>,
 }
 
 impl S3Server {
@@ -222,6 +234,32 @@ impl S3Server {
         std_listener.set_nonblocking(true).expect("nonblocking");
         let addr = std_listener.local_addr().expect("s3 addr");
         let listener = tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&log);
+        let service =
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let header = |name: &str| {
+                    req.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let entry = S3Request {
+                    method: req.method().to_string(),
+                    target: req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                    range: header("range"),
+                    if_match: header("if-match"),
+                };
+                if let Ok(mut log) = recorded.lock() {
+                    log.push(entry);
+                }
+                let service = service.clone();
+                async move { hyper::service::Service::call(&service, req).await }
+            });
         let handle = tokio::spawn(async move {
             let http =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -242,7 +280,13 @@ impl S3Server {
             access_key,
             secret_key,
             handle,
+            log,
         }
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<S3Request> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// The keys, as a client is given them.
