@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::error::AppError;
 use crate::feeds::{self, JsonAnswer, UpdateCheck};
-use crate::http::feed::{FeedCaching, feed_response};
+use crate::http::feed::{FeedBody, FeedCaching, feed_response};
 use crate::release::electron::{ChannelFile, is_channel_name};
 use crate::release::parse_version;
 use crate::release::platform::{Arch, Platform};
@@ -128,9 +128,10 @@ pub async fn check(
     let body = match decided.answer {
         JsonAnswer::Update(update) => {
             count(&app, "json", &client, true);
-            Some(Bytes::from(serde_json::to_vec(&update).map_err(|e| {
-                AppError::Internal(format!("cannot encode update JSON: {e}"))
-            })?))
+            Some(FeedBody::new(Bytes::from(
+                serde_json::to_vec(&update)
+                    .map_err(|e| AppError::Internal(format!("cannot encode update JSON: {e}")))?,
+            )))
         }
         JsonAnswer::UpToDate => {
             count(&app, "json", &client, false);
@@ -161,8 +162,11 @@ pub async fn feed_file(
             feeds::squirrel_newest(&found).is_some_and(|n| feeds::is_newer(n, &client.version));
         count(&app, "squirrel-windows", &client, newer);
         let body = match &*found {
-            crate::cache::Manifest::Squirrel(s) => Bytes::from(s.rendered.clone()),
-            _ => Bytes::new(),
+            crate::cache::Manifest::Squirrel(s) => FeedBody {
+                bytes: s.rendered.clone(),
+                etag: s.etag.clone(),
+            },
+            _ => FeedBody::new(Bytes::new()),
         };
         let max_age = app.config.cache.manifest_max_age;
         return Ok(feed_response(
@@ -205,8 +209,11 @@ async fn channel_file_response(
         feeds::electron_version(&found).is_some_and(|v| feeds::is_newer(v, &client.version));
     count(app, "electron-updater", client, newer);
     let body = match &*found {
-        crate::cache::Manifest::Electron(e) => e.rendered.clone(),
-        _ => Bytes::new(),
+        crate::cache::Manifest::Electron(e) => FeedBody {
+            bytes: e.rendered.clone(),
+            etag: e.etag.clone(),
+        },
+        _ => FeedBody::new(Bytes::new()),
     };
     Ok(feed_response(
         headers,

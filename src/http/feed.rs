@@ -25,10 +25,27 @@ pub fn body_etag(body: &[u8]) -> String {
     format!("\"{}\"", &hash.to_hex().as_str()[..32])
 }
 
+/// A feed body and its strong ETag.
+#[derive(Debug, Clone)]
+pub struct FeedBody {
+    /// The bytes.
+    pub bytes: Bytes,
+    /// `"..."`, from [`body_etag`] (precomputed for cached manifests).
+    pub etag: String,
+}
+
+impl FeedBody {
+    /// A body whose ETag is computed now.
+    pub fn new(bytes: Bytes) -> Self {
+        let etag = body_etag(&bytes);
+        Self { bytes, etag }
+    }
+}
+
 /// A `200` (or `304`) with `body`, or a `204` when `body` is `None`.
 pub fn feed_response(
     request: &HeaderMap,
-    body: Option<Bytes>,
+    body: Option<FeedBody>,
     content_type: &'static str,
     max_age: u64,
     caching: FeedCaching,
@@ -46,7 +63,7 @@ pub fn feed_response(
         *response.status_mut() = StatusCode::NO_CONTENT;
         return response;
     };
-    let etag = body_etag(&body);
+    let FeedBody { bytes: body, etag } = body;
     if let Ok(value) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, value);
     }

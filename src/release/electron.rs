@@ -106,6 +106,8 @@ pub struct ElectronManifest {
     pub files: Vec<ReleaseFile>,
     /// The channel file with every `url`/`path` absolute, as served to electron-updater.
     pub rendered: Bytes,
+    /// Strong ETag of `rendered`, computed once.
+    pub etag: String,
 }
 
 impl ElectronManifest {
@@ -166,6 +168,7 @@ impl ElectronManifest {
             notes,
             staging_percentage: map.get("stagingPercentage").and_then(Value::as_f64),
             files,
+            etag: crate::http::feed::body_etag(&rendered),
             rendered,
         })
     }

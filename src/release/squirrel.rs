@@ -8,7 +8,9 @@ pub struct SquirrelReleases {
     /// The newest full package's version, for the update-check metric.
     pub newest: Option<semver::Version>,
     /// The file with every package name turned into `{public_url}/releases/v{version}/{name}`.
-    pub rendered: String,
+    pub rendered: bytes::Bytes,
+    /// Strong ETag of `rendered`, computed once.
+    pub etag: String,
 }
 
 /// The version in a package name: `MyApp-1.2.0-full.nupkg` → `1.2.0`,
@@ -55,7 +57,11 @@ impl SquirrelReleases {
             rendered.push_str(&format!("{sha1} {url} {size}\n"));
             entries += 1;
         }
-        (entries > 0).then_some(Self { newest, rendered })
+        (entries > 0).then(|| Self {
+            newest,
+            etag: crate::http::feed::body_etag(rendered.as_bytes()),
+            rendered: bytes::Bytes::from(rendered),
+        })
     }
 }
 
