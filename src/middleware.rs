@@ -19,8 +19,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::{Level, Span};
+use tracing::{Instrument, Span};
 
 use crate::error::AppError;
 use crate::state::AppState;
@@ -36,18 +35,13 @@ pub fn apply(router: Router<AppState>, state: AppState) -> Router<AppState> {
             // An id first, so that every later layer and every log line can carry it; a
             // client- or proxy-supplied `x-request-id` is kept.
             .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
-            // One span per request with route and id: all its log lines are correlated.
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(request_span)
-                    .on_response(DefaultOnResponse::new().level(Level::INFO))
-                    // 5xx are logged once, with their cause, where they are made (error.rs).
-                    .on_failure(()),
-            )
             // Echo the id so that a user's bug report can quote it.
             .layer(PropagateRequestIdLayer::x_request_id())
-            // Metrics outside catch-panic, so that a panic counts as the 500 it becomes.
-            .layer(from_fn_with_state(state, track_metrics))
+            // One span per request with route and id (every log line inside carries them),
+            // an access-log line, and the request metrics; outside catch-panic, so that a
+            // panic counts as the 500 it becomes. One layer for the three: they need the
+            // same facts, and a streamed body is wrapped once.
+            .layer(from_fn_with_state(state, observe))
             // A panicking handler answers 500 JSON instead of dropping the connection.
             .layer(CatchPanicLayer::custom(panic_response))
             // Bound the time to response headers; streaming bodies are bounded by the
@@ -96,20 +90,28 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-async fn track_metrics(State(app): State<AppState>, req: Request, next: Next) -> Response {
+async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or(UNMATCHED, MatchedPath::as_str)
         .to_owned();
     let method = method_label(req.method());
+    let span = request_span(&req);
     let start = Instant::now();
-    let response = next.run(req).await;
+    let response = next.run(req).instrument(span.clone()).await;
+    let elapsed = start.elapsed();
+    tracing::info!(
+        parent: &span,
+        status = response.status().as_u16(),
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
     let metrics = &app.metrics;
     metrics
         .http_duration
         .with_label_values(&[route.as_str()])
-        .observe(start.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
     metrics
         .http_requests
         .with_label_values(&[route.as_str(), method, response.status().as_str()])
