@@ -12,11 +12,6 @@ use release_edge::server::{Server, shutdown_signal};
 use release_edge::store::Store;
 use release_edge::{App, telemetry};
 
-/// mimalloc: the server allocates small, short-lived buffers for every request; glibc's
-/// malloc spent ~8% of a cached update check's CPU (perf, benches/feeds.sh).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A release-distribution server for desktop apps.
 #[derive(Parser)]
 #[command(name = "release-edge", version, about)]
@@ -110,8 +105,13 @@ fn main() -> ExitCode {
 fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config.as_deref()).context("configuration")?;
     telemetry::init(&config.log);
+    // File reads run on the blocking pool, one task per 64 KiB chunk. Its default ceiling
+    // (512 threads) lets 200 concurrent downloads grow hundreds of threads, each with stack
+    // and allocator caches; 64 keep the disk (or page cache) busy with a fraction of the
+    // memory (benches/load.sh, peak RSS with 200 clients).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(64)
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
