@@ -12,13 +12,13 @@ use sha2::{Digest, Sha512};
 use crate::support::{Fixture, get, pattern};
 
 /// An electron-builder output folder.
-struct Dist {
+pub struct Dist {
     dir: tempfile::TempDir,
 }
 
 impl Dist {
     /// A folder for `version` with `files` (name, bytes) listed in `channel_file`.
-    fn new(version: &str, channel_file: &str, files: &[(&str, Vec<u8>)]) -> Self {
+    pub fn new(version: &str, channel_file: &str, files: &[(&str, Vec<u8>)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut yaml = format!("version: {version}\nfiles:\n");
         for (name, bytes) in files {
@@ -38,7 +38,7 @@ impl Dist {
         Self { dir }
     }
 
-    fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         self.dir.path()
     }
 }

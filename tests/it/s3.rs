@@ -5,9 +5,6 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use sha2::{Digest, Sha512};
-
 use crate::support::{BUCKET, Fixture, get, pattern};
 
 const BIG: &str = "releases/v1.2.0/App-1.2.0.AppImage";
@@ -139,23 +136,9 @@ async fn s3_failures_have_their_http_meaning() {
     drop(silent);
 }
 
-fn dist(version: &str, files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut yaml = format!("version: {version}\nfiles:\n");
-    for (name, bytes) in files {
-        std::fs::write(dir.path().join(name), bytes).expect("write");
-        let sha = base64::engine::general_purpose::STANDARD.encode(Sha512::digest(bytes));
-        yaml.push_str(&format!(
-            "  - url: {name}\n    sha512: {sha}\n    size: {}\n",
-            bytes.len()
-        ));
-    }
-    yaml.push_str(&format!(
-        "path: {}\nreleaseDate: '2026-11-01T12:00:00.000Z'\n",
-        files[0].0
-    ));
-    std::fs::write(dir.path().join("latest-linux.yml"), yaml).expect("write yml");
-    dir
+/// An electron-builder output folder for Linux (`latest-linux.yml`), as publish.rs makes them.
+fn dist(version: &str, files: &[(&str, Vec<u8>)]) -> crate::publish::Dist {
+    crate::publish::Dist::new(version, "latest-linux.yml", files)
 }
 
 fn cli(fx: &Fixture) -> Command {
