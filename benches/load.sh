@@ -334,8 +334,9 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END {
     else { printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 } }'; }
 
 ORDER_FLIP=0
-servers_in_turn() { # alternates which server goes first from one test to the next
-    if ((ORDER_FLIP)); then echo "nginx release-edge"; else echo "release-edge nginx"; fi
+ORDER=""
+next_order() { # sets ORDER; which server goes first alternates from one test to the next
+    if ((ORDER_FLIP)); then ORDER="nginx release-edge"; else ORDER="release-edge nginx"; fi
     ORDER_FLIP=$((1 - ORDER_FLIP))
 }
 
@@ -355,16 +356,19 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
     ((BENCH_ROUNDS == 1)) || log "round $round of $BENCH_ROUNDS"
     sfx=""
     ((BENCH_ROUNDS == 1)) || sfx=".r$round"
-    for s in $(servers_in_turn); do
+    next_order
+    for s in $ORDER; do
         run_wrk "small$sfx" "$s" "$BENCH_SMALL_CONNS" "$BENCH_DURATION" "$REPORT_LUA" "$FILE_PATH/small.yml"
         ACC[small_rps.$s]+=" $W_RPS"
         ACC[small_p99.$s]+=" $W_P99MS"
     done
-    for s in $(servers_in_turn); do
+    next_order
+    for s in $ORDER; do
         run_wrk "big$sfx" "$s" "$BENCH_BIG_CONNS" "$BENCH_DURATION" "$REPORT_LUA" "$FILE_PATH/big.bin"
         ACC[big_mibs.$s]+=" $W_MIBS"
     done
-    for s in $(servers_in_turn); do
+    next_order
+    for s in $ORDER; do
         run_wrk "range$sfx" "$s" "$BENCH_RANGE_CONNS" "$BENCH_DURATION" "$RANGE_LUA" "$FILE_PATH/big.bin" \
             "$BIG_SIZE" "$BENCH_RANGE_LEN" "$BENCH_RANGE_ALIGNED"
         ACC[range_rps.$s]+=" $W_RPS"
@@ -448,7 +452,8 @@ rss_test() { # server: runs test 4 against one server
     sleep 1
 }
 log "test 4: $BENCH_RSS_CONNS concurrent downloads of huge.bin, ${BENCH_RSS_DURATION}s per server"
-for s in $(servers_in_turn); do rss_test "$s"; done
+next_order
+for s in $ORDER; do rss_test "$s"; done
 
 # --- report -----------------------------------------------------------------------------
 kib2mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
