@@ -31,12 +31,7 @@ for tool in nginx wrk curl; do
 done
 bin=${BENCH_RELEASE_EDGE_BIN:-$repo/target/release/release-edge}
 [[ -n "$BENCH_RELEASE_EDGE_BIN" ]] || cargo build --release --quiet
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 100); do curl -fsS -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
+source "$repo/benches/lib.sh"
 
 re_port=$(free_port); ngx_port=$(free_port)
 RELEASE_EDGE_LISTEN=127.0.0.1:$re_port RELEASE_EDGE_PUBLIC_URL=http://127.0.0.1:$re_port \

@@ -30,12 +30,7 @@ s3s=$repo/benches/out/tools/bin/s3s-fs
 bin=${BENCH_RELEASE_EDGE_BIN:-$repo/target/release/release-edge}
 [[ -n "$BENCH_RELEASE_EDGE_BIN" ]] || cargo build --release --quiet
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 100); do curl -fsS -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not up: $1" >&2; exit 1; }
+source "$repo/benches/lib.sh"
 
 mkdir -p "$tmp/data/bucket/releases/v1.0.0"
 head -c 1024 /dev/urandom > "$tmp/data/bucket/releases/v1.0.0/small.yml"

@@ -13,13 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use moka::Expiry;
 use moka::future::Cache;
 
 use crate::config::CacheConfig;
-use crate::http::conditional::ByteRange;
 use crate::metrics::Metrics;
 use crate::release::electron::{ChannelFile, ElectronManifest};
 use crate::release::squirrel::SquirrelReleases;
@@ -35,17 +32,17 @@ const MAX_WEIGHT: u64 = 64 * 1024 * 1024;
 /// How long "not there" is remembered (at most; never longer than the TTL).
 const MISSING_TTL: Duration = Duration::from_secs(5);
 
-/// A manifest as the handlers use it.
-#[derive(Debug)]
+/// A manifest as the handlers use it; cloning one clones an `Arc`.
+#[derive(Debug, Clone)]
 pub enum Manifest {
     /// An electron-builder channel file.
-    Electron(ElectronManifest),
+    Electron(Arc<ElectronManifest>),
     /// A Tauri static manifest.
-    Tauri(TauriManifest),
+    Tauri(Arc<TauriManifest>),
     /// A Squirrel.Windows `RELEASES` file.
-    Squirrel(SquirrelReleases),
+    Squirrel(Arc<SquirrelReleases>),
     /// A signature (`.sig`), trimmed.
-    Signature(String),
+    Signature(Arc<str>),
 }
 
 impl Manifest {
@@ -55,20 +52,20 @@ impl Manifest {
         if name.ends_with(".yml") {
             let file = ChannelFile::parse(name)?;
             match ElectronManifest::parse(bytes, &file, public_url) {
-                Ok(m) => Some(Manifest::Electron(m)),
+                Ok(m) => Some(Manifest::Electron(Arc::new(m))),
                 Err(err) => {
                     tracing::warn!(key = %key, error = %err, "channel file does not parse; treated as missing");
                     None
                 }
             }
         } else if name.ends_with(".json") {
-            TauriManifest::parse(bytes, public_url).map(Manifest::Tauri)
+            TauriManifest::parse(bytes, public_url).map(|m| Manifest::Tauri(Arc::new(m)))
         } else if name.starts_with("RELEASES") {
-            SquirrelReleases::parse(bytes, public_url).map(Manifest::Squirrel)
+            SquirrelReleases::parse(bytes, public_url).map(|m| Manifest::Squirrel(Arc::new(m)))
         } else if name.ends_with(".sig") {
             std::str::from_utf8(bytes)
                 .ok()
-                .map(|s| Manifest::Signature(s.trim().to_owned()))
+                .map(|s| Manifest::Signature(Arc::from(s.trim())))
         } else {
             None
         }
@@ -77,7 +74,7 @@ impl Manifest {
 
 #[derive(Clone)]
 enum Cached {
-    Found(Arc<Manifest>, u32),
+    Found(Manifest, u32),
     Missing,
 }
 
@@ -103,7 +100,7 @@ impl Expiry<ObjectKey, Cached> for Ttl {
 /// The cache of every manifest the update routes read.
 pub struct ManifestCache {
     entries: Cache<ObjectKey, Cached>,
-    last_good: Cache<ObjectKey, Arc<Manifest>>,
+    last_good: Cache<ObjectKey, Manifest>,
     store: Store,
     public_url: String,
 }
@@ -139,7 +136,7 @@ impl ManifestCache {
         &self,
         key: &ObjectKey,
         metrics: &Metrics,
-    ) -> Result<Option<Arc<Manifest>>, StoreError> {
+    ) -> Result<Option<Manifest>, StoreError> {
         let loaded = AtomicBool::new(false);
         let result = self
             .entries
@@ -188,58 +185,31 @@ impl ManifestCache {
 
     async fn load(&self, key: &ObjectKey, metrics: &Metrics) -> Result<Cached, StoreError> {
         let start = Instant::now();
-        let read = self.read_all(key).await;
+        let read = self.store.get_bytes(key, MAX_MANIFEST_BYTES).await;
         metrics
             .origin_duration
             .with_label_values(&["store"])
             .observe(start.elapsed().as_secs_f64());
         let outcome = match &read {
-            Ok(_) => "ok",
-            Err(StoreError::NotFound { .. }) => "not_found",
+            Ok(Some(_)) => "ok",
+            Ok(None) => "not_found",
             Err(_) => "error",
         };
         metrics
             .origin_requests
             .with_label_values(&["store", outcome])
             .inc();
-        match read {
-            Ok(bytes) => Ok(match Manifest::parse(key, &bytes, &self.public_url) {
-                Some(manifest) => {
-                    let manifest = Arc::new(manifest);
-                    self.last_good
-                        .insert(key.clone(), Arc::clone(&manifest))
-                        .await;
-                    // Parsed form plus rendering: about three times the file.
-                    let weight = u32::try_from(bytes.len().saturating_mul(3)).unwrap_or(u32::MAX);
-                    Cached::Found(manifest, weight.max(256))
-                }
-                None => Cached::Missing,
-            }),
-            Err(StoreError::NotFound { .. }) => Ok(Cached::Missing),
-            Err(err) => Err(err),
-        }
-    }
-
-    async fn read_all(&self, key: &ObjectKey) -> Result<Bytes, StoreError> {
-        let object = self.store.open(key).await?;
-        if object.meta.size > MAX_MANIFEST_BYTES {
-            tracing::warn!(key = %key, size = object.meta.size, "object too large for a manifest; treated as missing");
-            return Err(StoreError::NotFound {
-                key: key.to_string(),
-            });
-        }
-        let Some(whole) = ByteRange::whole(object.meta.size) else {
-            return Ok(Bytes::new());
+        let Some(bytes) = read? else {
+            return Ok(Cached::Missing);
         };
-        let mut stream = object.read(whole);
-        let mut buf = BytesMut::with_capacity(object.meta.size as usize);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|err| StoreError::Unavailable {
-                message: format!("reading {key}"),
-                source: Some(err),
-            })?;
-            buf.extend_from_slice(&chunk);
-        }
-        Ok(buf.freeze())
+        Ok(match Manifest::parse(key, &bytes, &self.public_url) {
+            Some(manifest) => {
+                self.last_good.insert(key.clone(), manifest.clone()).await;
+                // Parsed form plus rendering: about three times the file.
+                let weight = u32::try_from(bytes.len().saturating_mul(3)).unwrap_or(u32::MAX);
+                Cached::Found(manifest, weight.max(256))
+            }
+            None => Cached::Missing,
+        })
     }
 }

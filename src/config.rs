@@ -10,7 +10,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 /// The config file read when `--config` is not given.
@@ -267,16 +267,19 @@ impl Secrets {
 
 impl fmt::Debug for Secrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tokens = self.admin_tokens.len();
-        let github = self
-            .github_token
-            .as_ref()
-            .map(|t| !t.expose_secret().is_empty());
+        let set = |present: bool| if present { "<set>" } else { "<unset>" };
         f.debug_struct("Secrets")
-            .field("admin_tokens", &format_args!("<{tokens} set>"))
+            .field(
+                "admin_tokens",
+                &format_args!("<{} set>", self.admin_tokens.len()),
+            )
             .field(
                 "github_token",
-                &format_args!("{}", if github.is_some() { "<set>" } else { "<unset>" }),
+                &format_args!("{}", set(self.github_token.is_some())),
+            )
+            .field(
+                "s3_credentials",
+                &format_args!("{}", set(self.s3_credentials.is_some())),
             )
             .finish()
     }

@@ -78,7 +78,7 @@ fn latest_key(name: &str) -> Result<ObjectKey, AppError> {
         .map_err(|e| AppError::Internal(format!("bad manifest key {name}: {e}")))
 }
 
-async fn manifest(app: &App, key: &ObjectKey) -> Result<Option<Arc<Manifest>>, AppError> {
+async fn manifest(app: &App, key: &ObjectKey) -> Result<Option<Manifest>, AppError> {
     Ok(app.manifests.get(key, &app.metrics).await?)
 }
 
@@ -86,9 +86,13 @@ async fn manifest(app: &App, key: &ObjectKey) -> Result<Option<Arc<Manifest>>, A
 pub async fn channel_file(
     app: &App,
     file: &ChannelFile,
-) -> Result<Option<Arc<Manifest>>, AppError> {
-    let found = manifest(app, &latest_key(&file.file_name())?).await?;
-    Ok(found.filter(|m| matches!(**m, Manifest::Electron(_))))
+) -> Result<Option<Arc<ElectronManifest>>, AppError> {
+    Ok(
+        match manifest(app, &latest_key(&file.file_name())?).await? {
+            Some(Manifest::Electron(release)) => Some(release),
+            _ => None,
+        },
+    )
 }
 
 /// The channel file for a client, falling back from `-linux-{arch}` to `-linux` (whose
@@ -98,7 +102,7 @@ pub async fn client_channel_file(
     channel: &str,
     platform: Platform,
     arch: Option<Arch>,
-) -> Result<Option<Arc<Manifest>>, AppError> {
+) -> Result<Option<Arc<ElectronManifest>>, AppError> {
     let file = ChannelFile::for_client(channel, platform, arch);
     if let Some(found) = channel_file(app, &file).await? {
         return Ok(Some(found));
@@ -114,28 +118,16 @@ pub async fn client_channel_file(
 pub async fn squirrel_releases(
     app: &App,
     channel: &str,
-) -> Result<Option<Arc<Manifest>>, AppError> {
+) -> Result<Option<Arc<SquirrelReleases>>, AppError> {
     let name = if channel == "latest" {
         "RELEASES".to_owned()
     } else {
         format!("RELEASES-{channel}")
     };
-    let found = manifest(app, &latest_key(&name)?).await?;
-    Ok(found.filter(|m| matches!(**m, Manifest::Squirrel(_))))
-}
-
-fn electron(m: &Manifest) -> Option<&ElectronManifest> {
-    match m {
-        Manifest::Electron(e) => Some(e),
+    Ok(match manifest(app, &latest_key(&name)?).await? {
+        Some(Manifest::Squirrel(releases)) => Some(releases),
         _ => None,
-    }
-}
-
-fn squirrel(m: &Manifest) -> Option<&SquirrelReleases> {
-    match m {
-        Manifest::Squirrel(s) => Some(s),
-        _ => None,
-    }
+    })
 }
 
 /// True when `release` is newer than `client` (semver precedence: build metadata does not
@@ -144,23 +136,12 @@ pub fn is_newer(release: &semver::Version, client: &semver::Version) -> bool {
     release.cmp_precedence(client) == Ordering::Greater
 }
 
-/// The newest full package of a `RELEASES` file, for the update-check metric.
-pub fn squirrel_newest(m: &Manifest) -> Option<&semver::Version> {
-    squirrel(m).and_then(|s| s.newest.as_ref())
-}
-
-/// The current version of an electron channel file.
-pub fn electron_version(m: &Manifest) -> Option<&semver::Version> {
-    electron(m).map(|e| &e.version)
-}
-
 /// The JSON protocol: Tauri's static manifest when it has an entry for the client, else the
 /// electron-builder channel file's update artifact (SPEC §2.3).
 pub async fn json_update(app: &App, check: &UpdateCheck) -> Result<Decided, AppError> {
     let tauri_key = latest_key(&format!("{}.json", check.channel))?;
-    if let Some(found) = manifest(app, &tauri_key).await?
-        && let Manifest::Tauri(tauri) = &*found
-        && let Some(answer) = tauri_answer(tauri, check)
+    if let Some(Manifest::Tauri(tauri)) = manifest(app, &tauri_key).await?
+        && let Some(answer) = tauri_answer(&tauri, check)
     {
         return Ok(Decided {
             answer,
@@ -169,7 +150,7 @@ pub async fn json_update(app: &App, check: &UpdateCheck) -> Result<Decided, AppE
     }
 
     let found = client_channel_file(app, &check.channel, check.platform, Some(check.arch)).await?;
-    let Some(release) = found.as_deref().and_then(electron) else {
+    let Some(release) = found else {
         return Err(AppError::NoRelease {
             message: format!(
                 "no release for {}/{} in channel {}",
@@ -244,10 +225,10 @@ async fn signature_of(
     let Ok(key) = ObjectKey::from_trusted(format!("releases/v{version}/{}.sig", file.name)) else {
         return Ok(None);
     };
-    Ok(manifest(app, &key).await?.and_then(|m| match &*m {
-        Manifest::Signature(s) if !s.is_empty() => Some(s.clone()),
+    Ok(match manifest(app, &key).await? {
+        Some(Manifest::Signature(s)) if !s.is_empty() => Some(s.to_string()),
         _ => None,
-    }))
+    })
 }
 
 /// The installer for a visitor of `/latest` (SPEC §2.2).
@@ -259,7 +240,7 @@ pub async fn latest_installer(
     format: Format,
 ) -> Result<ReleaseFile, AppError> {
     let found = client_channel_file(app, channel, platform, arch).await?;
-    if let Some(release) = found.as_deref().and_then(electron)
+    if let Some(release) = found
         && let Some(file) = choose_file(&release.files, format, arch)
     {
         return Ok(file.clone());
@@ -282,9 +263,7 @@ async fn available_installers(app: &App, channel: &str) -> Result<Vec<Available>
         ChannelFile::for_client(channel, Platform::Linux, Some(Arch::Armv7l)),
     ];
     for file in &files {
-        if let Some(found) = channel_file(app, file).await?
-            && let Some(release) = electron(&found)
-        {
+        if let Some(release) = channel_file(app, file).await? {
             available.extend(
                 release
                     .files

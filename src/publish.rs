@@ -18,6 +18,7 @@ use bytes::Bytes;
 use serde_norway::Value;
 use sha2::{Digest, Sha512};
 
+use crate::cache::MAX_MANIFEST_BYTES;
 use crate::release::electron::{ChannelFile, is_channel_name};
 use crate::release::parse_version;
 use crate::store::{ObjectKey, Store};
@@ -270,7 +271,7 @@ pub async fn publish(
     }
     for manifest in &plan.manifests {
         let current = key(format!("releases/latest/{}", manifest.file_name))?;
-        if let Some(bytes) = store.get_bytes(&current).await? {
+        if let Some(bytes) = store.get_bytes(&current, MAX_MANIFEST_BYTES).await? {
             let served = serde_norway::from_slice::<Value>(&bytes)
                 .ok()
                 .and_then(|doc| {
@@ -313,7 +314,7 @@ pub async fn publish(
     let mut rendered = Vec::new();
     for manifest in &plan.manifests {
         let version_key = key(format!("releases/v{version}/{}", manifest.file_name))?;
-        let bytes = match store.get_bytes(&version_key).await? {
+        let bytes = match store.get_bytes(&version_key, MAX_MANIFEST_BYTES).await? {
             Some(existing) if existing != manifest.bytes => {
                 let existing: Value = serde_norway::from_slice(&existing)
                     .with_context(|| format!("{version_key} in the store is not valid YAML"))?;
@@ -375,7 +376,7 @@ pub async fn rollback(store: &Store, channel: &str, to: &str) -> anyhow::Result<
     for name in names {
         let from = key(format!("{dir}/{name}"))?;
         let bytes = store
-            .get_bytes(&from)
+            .get_bytes(&from, MAX_MANIFEST_BYTES)
             .await?
             .with_context(|| format!("{from} disappeared"))?;
         let to = key(format!("releases/latest/{name}"))?;

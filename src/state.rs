@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::cache::ManifestCache;
 use crate::config::{Config, Secrets};
 use crate::metrics::Metrics;
+use crate::store::key::CachePolicy;
 use crate::store::{Store, StoreError};
 
 /// Shared state: cheap to clone, one `Arc` inside.
@@ -30,6 +31,8 @@ pub struct App {
     pub store: Store,
     /// Parsed manifests, in front of the store.
     pub manifests: ManifestCache,
+    /// `Cache-Control` values of mutable objects and feeds, built once from the config.
+    pub cache_policy: CachePolicy,
     /// Prometheus metrics and their registry.
     pub metrics: Metrics,
     /// When the store last answered a readiness probe.
@@ -43,7 +46,9 @@ impl App {
             Store::with_credentials(&config.store, &config.cache, secrets.s3_credentials.clone())?;
         let metrics = Metrics::new()?;
         let manifests = ManifestCache::new(store.clone(), &config.cache, &config.public_url);
+        let cache_policy = CachePolicy::new(config.cache.manifest_max_age);
         Ok(AppState(Arc::new(App {
+            cache_policy,
             config,
             secrets,
             store,

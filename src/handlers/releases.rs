@@ -28,7 +28,7 @@ pub async fn get_release(
     let response = ObjectResponse {
         key: &key,
         object,
-        manifest_max_age: app.config.cache.manifest_max_age,
+        policy: &app.cache_policy,
         guard,
     }
     .respond(&method, &headers)?;

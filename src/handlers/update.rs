@@ -107,7 +107,6 @@ pub async fn check(
 ) -> Result<Response, AppError> {
     let client = parse_client(&platform, &arch, &version)?;
     let channel = channel(&query)?;
-    let max_age = app.config.cache.manifest_max_age;
     if !wants_json(&headers) {
         let file = ChannelFile::for_client(&channel, client.platform, Some(client.arch));
         return channel_file_response(&app, &client, &file, &headers, true).await;
@@ -138,7 +137,13 @@ pub async fn check(
             None
         }
     };
-    Ok(feed_response(&headers, body, JSON, max_age, caching))
+    Ok(feed_response(
+        &headers,
+        body,
+        JSON,
+        &app.cache_policy,
+        caching,
+    ))
 }
 
 /// `GET /update/{p}/{a}/{v}/{file}`: electron-updater's channel file (`latest-mac.yml`,
@@ -158,22 +163,20 @@ pub async fn feed_file(
                 available: Vec::new(),
             });
         };
-        let newer =
-            feeds::squirrel_newest(&found).is_some_and(|n| feeds::is_newer(n, &client.version));
+        let newer = found
+            .newest
+            .as_ref()
+            .is_some_and(|n| feeds::is_newer(n, &client.version));
         count(&app, "squirrel-windows", &client, newer);
-        let body = match &*found {
-            crate::cache::Manifest::Squirrel(s) => FeedBody {
-                bytes: s.rendered.clone(),
-                etag: s.etag.clone(),
-            },
-            _ => FeedBody::new(Bytes::new()),
+        let body = FeedBody {
+            bytes: found.rendered.clone(),
+            etag: found.etag.clone(),
         };
-        let max_age = app.config.cache.manifest_max_age;
         return Ok(feed_response(
             &headers,
             Some(body),
             TEXT,
-            max_age,
+            &app.cache_policy,
             FeedCaching::Shared,
         ));
     }
@@ -205,21 +208,17 @@ async fn channel_file_response(
             available: Vec::new(),
         });
     };
-    let newer =
-        feeds::electron_version(&found).is_some_and(|v| feeds::is_newer(v, &client.version));
+    let newer = feeds::is_newer(&found.version, &client.version);
     count(app, "electron-updater", client, newer);
-    let body = match &*found {
-        crate::cache::Manifest::Electron(e) => FeedBody {
-            bytes: e.rendered.clone(),
-            etag: e.etag.clone(),
-        },
-        _ => FeedBody::new(Bytes::new()),
+    let body = FeedBody {
+        bytes: found.rendered.clone(),
+        etag: found.etag.clone(),
     };
     Ok(feed_response(
         headers,
         Some(body),
         YAML,
-        app.config.cache.manifest_max_age,
+        &app.cache_policy,
         FeedCaching::Shared,
     ))
 }

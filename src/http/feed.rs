@@ -7,7 +7,7 @@ use bytes::Bytes;
 use headers::{ETag, HeaderMapExt, IfNoneMatch};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use crate::store::key::manifest_cache_control;
+use crate::store::key::CachePolicy;
 
 /// How a feed answer may be cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,15 +47,14 @@ pub fn feed_response(
     request: &HeaderMap,
     body: Option<FeedBody>,
     content_type: &'static str,
-    max_age: u64,
+    policy: &CachePolicy,
     caching: FeedCaching,
 ) -> Response {
     let mut response = Response::new(Body::empty());
     let headers = response.headers_mut();
     let cache_control = match caching {
-        FeedCaching::Shared => manifest_cache_control(max_age),
-        FeedCaching::PerClient => HeaderValue::from_str(&format!("private, max-age={max_age}"))
-            .unwrap_or(HeaderValue::from_static("private, no-cache")),
+        FeedCaching::Shared => policy.shared.clone(),
+        FeedCaching::PerClient => policy.per_client.clone(),
     };
     headers.insert(header::CACHE_CONTROL, cache_control);
     headers.insert(header::VARY, HeaderValue::from_static("Accept"));

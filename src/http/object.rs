@@ -10,6 +10,7 @@ use super::conditional::{self, ByteRange, ResponsePlan, Validators};
 use super::multipart::MultipartBody;
 use crate::error::AppError;
 use crate::metrics::InflightGuard;
+use crate::store::key::CachePolicy;
 use crate::store::{ByteStream, Object, ObjectKey};
 
 /// How the object is to be served.
@@ -18,8 +19,8 @@ pub struct ObjectResponse<'a> {
     pub key: &'a ObjectKey,
     /// The opened object.
     pub object: Object,
-    /// `max-age` for mutable objects.
-    pub manifest_max_age: u64,
+    /// `Cache-Control` of mutable objects.
+    pub policy: &'a CachePolicy,
     /// Held by the body until it is dropped (streamed or abandoned).
     pub guard: Option<InflightGuard>,
 }
@@ -46,10 +47,7 @@ impl ObjectResponse<'_> {
         {
             out.insert(header::LAST_MODIFIED, value);
         }
-        out.insert(
-            header::CACHE_CONTROL,
-            self.key.cache_control(self.manifest_max_age),
-        );
+        out.insert(header::CACHE_CONTROL, self.key.cache_control(self.policy));
         out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
 
         let content_type = meta

@@ -189,10 +189,10 @@ impl ObjectKey {
 
     /// `Cache-Control` for this object: immutable artifacts are cached for a year, mutable
     /// manifests get the manifest policy (SPEC §2.3: RFC 5861 directives for the CDN).
-    pub fn cache_control(&self, manifest_max_age: u64) -> HeaderValue {
+    pub fn cache_control(&self, policy: &CachePolicy) -> HeaderValue {
         match self.kind() {
             KeyKind::Versioned => HeaderValue::from_static(CACHE_CONTROL_IMMUTABLE),
-            KeyKind::Mutable => manifest_cache_control(manifest_max_age),
+            KeyKind::Mutable => policy.shared.clone(),
         }
     }
 
@@ -251,12 +251,31 @@ impl fmt::Display for ObjectKey {
     }
 }
 
-/// `Cache-Control` of mutable manifests: short freshness, then RFC 5861 lets a CDN serve the
-/// stale copy while it revalidates, and for a day while the origin fails.
-pub fn manifest_cache_control(max_age: u64) -> HeaderValue {
-    let value =
-        format!("public, max-age={max_age}, stale-while-revalidate=60, stale-if-error=86400");
-    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("no-cache"))
+/// The `Cache-Control` values of mutable objects and feed answers, built once from
+/// `cache.manifest_max_age` (not formatted again for every request).
+#[derive(Debug, Clone)]
+pub struct CachePolicy {
+    /// Mutable objects and feed answers every client shares: short freshness, then RFC 5861
+    /// lets a CDN serve the stale copy while it revalidates, and for a day while the origin
+    /// fails.
+    pub shared: HeaderValue,
+    /// Feed answers a staged rollout decided for one client: no shared cache may keep them.
+    pub per_client: HeaderValue,
+}
+
+impl CachePolicy {
+    /// The policy for a manifest `max-age` in seconds.
+    pub fn new(max_age: u64) -> Self {
+        let header = |value: String| {
+            HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("no-cache"))
+        };
+        Self {
+            shared: header(format!(
+                "public, max-age={max_age}, stale-while-revalidate=60, stale-if-error=86400"
+            )),
+            per_client: header(format!("private, max-age={max_age}")),
+        }
+    }
 }
 
 /// Checks a decoded, root-relative path: segment by segment, before any store access.
@@ -375,11 +394,15 @@ mod tests {
     #[test]
     fn cache_control_per_kind() {
         assert_eq!(
-            key("v1.0.0/a.exe").unwrap().cache_control(300),
+            key("v1.0.0/a.exe")
+                .unwrap()
+                .cache_control(&CachePolicy::new(300)),
             CACHE_CONTROL_IMMUTABLE
         );
         assert_eq!(
-            key("latest/latest.yml").unwrap().cache_control(120),
+            key("latest/latest.yml")
+                .unwrap()
+                .cache_control(&CachePolicy::new(120)),
             "public, max-age=120, stale-while-revalidate=60, stale-if-error=86400"
         );
     }

@@ -246,19 +246,25 @@ impl Store {
         }
     }
 
-    /// The whole of a small object, or `None` when there is none.
-    pub async fn get_bytes(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
+    /// The whole of a small object, or `None` when there is none. An object over `max`
+    /// bytes is not what the caller is looking for (a manifest): it counts as missing.
+    pub async fn get_bytes(&self, key: &ObjectKey, max: u64) -> Result<Option<Bytes>, StoreError> {
         use futures_util::StreamExt;
         let object = match self.open(key).await {
             Ok(object) => object,
             Err(StoreError::NotFound { .. }) => return Ok(None),
             Err(err) => return Err(err),
         };
+        if object.meta.size > max {
+            tracing::warn!(key = %key, size = object.meta.size, max, "object too large; treated as missing");
+            return Ok(None);
+        }
         let Some(whole) = ByteRange::whole(object.meta.size) else {
             return Ok(Some(Bytes::new()));
         };
         let mut stream = object.read(whole);
-        let mut buf = bytes::BytesMut::new();
+        let mut buf =
+            bytes::BytesMut::with_capacity(usize::try_from(object.meta.size).unwrap_or(0));
         while let Some(chunk) = stream.next().await {
             buf.extend_from_slice(&chunk.map_err(|err| StoreError::Unavailable {
                 message: format!("reading {key}"),

@@ -43,32 +43,38 @@ impl Dist {
     }
 }
 
-fn cli(store: &Path) -> Command {
+/// The real binary, pointed at the fixture's store: its directory, or its bucket through the
+/// standard AWS chain (the S3 server's keys in the environment).
+pub fn cli(fx: &Fixture) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_release-edge"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("RELEASE_EDGE_STORE__ROOT", store)
-        .current_dir(store)
+        .env("HOME", fx.dir.path())
+        .env("RELEASE_EDGE_STORE__ROOT", fx.root())
+        .current_dir(fx.dir.path())
         .stdin(Stdio::null());
+    for (k, v) in fx.s3.iter().flat_map(|s3| s3.env()) {
+        cmd.env(k, v);
+    }
     cmd
 }
 
-fn publish(store: &Path, dist: &Dist, version: &str) -> Output {
-    cli(store)
+pub fn publish(fx: &Fixture, dist: &Dist, version: &str) -> Output {
+    cli(fx)
         .args(["publish", "--version", version])
         .arg(dist.path())
         .output()
         .expect("run publish")
 }
 
-fn rollback(store: &Path, channel: &str, to: &str) -> Output {
-    cli(store)
+pub fn rollback(fx: &Fixture, channel: &str, to: &str) -> Output {
+    cli(fx)
         .args(["rollback", "--channel", channel, "--to", to])
         .output()
         .expect("run rollback")
 }
 
-fn ok(output: &Output) {
+pub fn ok(output: &Output) {
     assert!(
         output.status.success(),
         "exit {:?}\nstdout: {}\nstderr: {}",
@@ -78,7 +84,7 @@ fn ok(output: &Output) {
     );
 }
 
-fn failed_with(output: &Output, needle: &str) {
+pub fn failed_with(output: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
@@ -147,7 +153,7 @@ async fn publish_then_a_second_arch_merges_into_the_version() {
     let fx = Fixture::new();
     let x64 = mac("1.0.0", "x64");
     ok(&publish(
-        fx.root(),
+        &fx,
         &dist("1.0.0", "latest-mac.yml", &x64),
         "1.0.0",
     ));
@@ -165,7 +171,7 @@ async fn publish_then_a_second_arch_merges_into_the_version() {
     // The arm64 CI job publishes the same version: its files join the x64 ones.
     let arm = mac("1.0.0", "arm64");
     ok(&publish(
-        fx.root(),
+        &fx,
         &dist("1.0.0", "latest-mac.yml", &arm),
         "1.0.0",
     ));
@@ -206,7 +212,7 @@ async fn publish_then_a_second_arch_merges_into_the_version() {
 
     // Publishing the same folder again changes nothing.
     let before = snapshot(fx.root());
-    let again = publish(fx.root(), &dist("1.0.0", "latest-mac.yml", &arm), "1.0.0");
+    let again = publish(&fx, &dist("1.0.0", "latest-mac.yml", &arm), "1.0.0");
     ok(&again);
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 uploaded, 2 already there"));
     assert_eq!(snapshot(fx.root()), before);
@@ -216,7 +222,7 @@ async fn publish_then_a_second_arch_merges_into_the_version() {
 async fn refusals_write_nothing() {
     let fx = Fixture::new();
     ok(&publish(
-        fx.root(),
+        &fx,
         &dist("1.0.0", "latest-mac.yml", &mac("1.0.0", "x64")),
         "1.0.0",
     ));
@@ -226,24 +232,17 @@ async fn refusals_write_nothing() {
     let mut changed = mac("1.0.0", "x64");
     changed[1].1[0] ^= 0xff;
     failed_with(
-        &publish(
-            fx.root(),
-            &dist("1.0.0", "latest-mac.yml", &changed),
-            "1.0.0",
-        ),
+        &publish(&fx, &dist("1.0.0", "latest-mac.yml", &changed), "1.0.0"),
         "refusing to overwrite",
     );
     // A folder whose file does not match its channel file.
     let bad = dist("1.1.0", "latest-mac.yml", &mac("1.1.0", "x64"));
     std::fs::write(bad.path().join("App-1.1.0.dmg"), b"tampered").expect("tamper");
-    failed_with(
-        &publish(fx.root(), &bad, "1.1.0"),
-        "App-1.1.0.dmg is 8 bytes",
-    );
+    failed_with(&publish(&fx, &bad, "1.1.0"), "App-1.1.0.dmg is 8 bytes");
     // The wrong version, or no channel file at all.
     failed_with(
         &publish(
-            fx.root(),
+            &fx,
             &dist("1.1.0", "latest-mac.yml", &mac("1.1.0", "x64")),
             "1.2.0",
         ),
@@ -251,7 +250,7 @@ async fn refusals_write_nothing() {
     );
     failed_with(
         &publish(
-            fx.root(),
+            &fx,
             &dist("1.1.0", "beta-mac.yml", &mac("1.1.0", "x64")),
             "1.1.0",
         ),
@@ -260,7 +259,7 @@ async fn refusals_write_nothing() {
     // An older version would move the channel backwards: that is rollback's job.
     failed_with(
         &publish(
-            fx.root(),
+            &fx,
             &dist("0.9.0", "latest-mac.yml", &mac("0.9.0", "x64")),
             "0.9.0",
         ),
@@ -277,7 +276,7 @@ async fn refusals_write_nothing() {
 async fn a_publish_killed_half_way_leaves_the_served_release_intact() {
     let fx = Fixture::new();
     ok(&publish(
-        fx.root(),
+        &fx,
         &dist(
             "1.0.0",
             "latest-linux.yml",
@@ -295,7 +294,7 @@ async fn a_publish_killed_half_way_leaves_the_served_release_intact() {
             ("App-1.1.0-small.deb".into(), pattern(1000)),
         ],
     );
-    let mut child = cli(fx.root())
+    let mut child = cli(&fx)
         .args(["publish", "--version", "1.1.0"])
         .arg(big.path())
         .stdout(Stdio::null())
@@ -370,7 +369,7 @@ async fn a_publish_killed_half_way_leaves_the_served_release_intact() {
     );
 
     // Running it again finishes the job.
-    ok(&publish(fx.root(), &big, "1.1.0"));
+    ok(&publish(&fx, &big, "1.1.0"));
     assert_eq!(
         served_version(&fx, "/update/linux/x64/1.0.0/latest-linux.yml").await,
         "1.1.0"
@@ -383,7 +382,7 @@ async fn rollback_serves_an_earlier_version_again() {
     fx.config.cache.manifest_ttl = Duration::from_millis(200);
     fx.config.cache.object_ttl = Duration::from_millis(100);
     ok(&publish(
-        fx.root(),
+        &fx,
         &dist(
             "1.0.0",
             "latest.yml",
@@ -392,7 +391,7 @@ async fn rollback_serves_an_earlier_version_again() {
         "1.0.0",
     ));
     ok(&publish(
-        fx.root(),
+        &fx,
         &dist(
             "1.1.0",
             "latest.yml",
@@ -410,9 +409,9 @@ async fn rollback_serves_an_earlier_version_again() {
     };
     assert_eq!(version(&get(&router, check, &[]).await.body), "1.1.0");
 
-    failed_with(&rollback(fx.root(), "latest", "9.9.9"), "no channel files");
-    failed_with(&rollback(fx.root(), "beta", "1.0.0"), "no channel files");
-    let out = rollback(fx.root(), "latest", "1.0.0");
+    failed_with(&rollback(&fx, "latest", "9.9.9"), "no channel files");
+    failed_with(&rollback(&fx, "beta", "1.0.0"), "no channel files");
+    let out = rollback(&fx, "latest", "1.0.0");
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("releases/latest/latest.yml"));
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -60,6 +60,12 @@ fn split_multipart(body: &[u8], boundary: &str, lengths: &[usize]) -> Vec<(Strin
     parts
 }
 
+/// `bytes=a-b, c-d, ...` as electron-updater writes it (comma and space).
+fn ranges_header(ranges: &[(usize, usize)]) -> String {
+    let specs: Vec<String> = ranges.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+    format!("bytes={}", specs.join(", "))
+}
+
 fn boundary_of(content_type: &str) -> String {
     let (_, boundary) = content_type
         .rsplit_once("; boundary=")
@@ -238,14 +244,7 @@ async fn multiple_ranges_are_multipart_in_request_order() {
             (70_000, 140_000),
             (299_000, 299_999),
         ];
-        let header = format!(
-            "bytes={}",
-            wanted
-                .iter()
-                .map(|(a, b)| format!("{a}-{b}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let header = ranges_header(&wanted);
         let reply = get(&router, BIG_URL, &[("range", &header)]).await;
         assert_eq!(reply.status, 206);
         assert!(reply.headers.get("content-range").is_none());
@@ -279,14 +278,7 @@ async fn a_thousand_ranges_like_electron_updater() {
         let router = fx.router();
         let data = pattern(BIG_LEN);
         let wanted: Vec<(usize, usize)> = (0..1000).map(|i| (i * 297, i * 297 + 150)).collect();
-        let header = format!(
-            "bytes={}",
-            wanted
-                .iter()
-                .map(|(a, b)| format!("{a}-{b}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let header = ranges_header(&wanted);
         let reply = get(&router, BIG_URL, &[("range", &header)]).await;
         assert_eq!(reply.status, 206);
         let boundary = boundary_of(reply.header("content-type"));

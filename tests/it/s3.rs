@@ -2,9 +2,10 @@
 //! S3 failures are answered, and publish/rollback into a bucket through the real binary and
 //! the standard AWS credential chain.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::publish::{cli, failed_with, ok, publish, rollback};
 use crate::support::{BUCKET, Fixture, get, pattern};
 
 const BIG: &str = "releases/v1.2.0/App-1.2.0.AppImage";
@@ -87,7 +88,6 @@ async fn metadata_is_cached_and_every_range_is_a_ranged_get_in_order() {
 async fn s3_failures_have_their_http_meaning() {
     // Wrong credentials: S3 answers 403; to a client that is the store being unavailable.
     let mut fx = Fixture::s3().large(BIG, 1000);
-    fx.s3.as_mut().expect("s3");
     let good = fx.router();
     assert_eq!(get(&good, BIG_URL, &[]).await.status, 200);
     let mut secrets = fx.secrets();
@@ -141,20 +141,6 @@ fn dist(version: &str, files: &[(&str, Vec<u8>)]) -> crate::publish::Dist {
     crate::publish::Dist::new(version, "latest-linux.yml", files)
 }
 
-fn cli(fx: &Fixture) -> Command {
-    let s3 = fx.s3.as_ref().expect("s3 fixture");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_release-edge"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", fx.dir.path())
-        .current_dir(fx.dir.path())
-        .stdin(Stdio::null());
-    for (k, v) in s3.env() {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
 // The CLI runs as a child process and waits synchronously; the S3 server in this process
 // needs a worker thread of its own meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,28 +149,12 @@ async fn publish_uploads_large_files_in_parts_and_rollback_works_on_s3() {
     fx.config.cache.object_ttl = Duration::ZERO;
     fx.config.cache.manifest_ttl = Duration::from_millis(100);
     let v1 = dist("1.0.0", &[("App-1.0.0.AppImage", pattern(5000))]);
-    let out = cli(&fx)
-        .args(["publish", "--version", "1.0.0"])
-        .arg(v1.path())
-        .output()
-        .expect("publish");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = publish(&fx, &v1, "1.0.0");
+    ok(&out);
     let big = pattern(40 << 20);
     let v2 = dist("1.1.0", &[("App-1.1.0.AppImage", big.clone())]);
-    let out = cli(&fx)
-        .args(["publish", "--version", "1.1.0"])
-        .arg(v2.path())
-        .output()
-        .expect("publish");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = publish(&fx, &v2, "1.1.0");
+    ok(&out);
 
     let s3 = fx.s3.as_ref().expect("s3");
     let parts = s3
@@ -208,38 +178,19 @@ async fn publish_uploads_large_files_in_parts_and_rollback_works_on_s3() {
     assert!(String::from_utf8_lossy(&feed.body).starts_with("version: 1.1.0"));
 
     // Same bytes again: nothing uploaded; other bytes under the same name: refused.
-    let again = cli(&fx)
-        .args(["publish", "--version", "1.1.0"])
-        .arg(v2.path())
-        .output()
-        .expect("publish");
+    let again = publish(&fx, &v2, "1.1.0");
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 uploaded, 1 already there"));
     let tampered = dist("1.1.0", &[("App-1.1.0.AppImage", pattern(1234))]);
-    let refused = cli(&fx)
-        .args(["publish", "--version", "1.1.0"])
-        .arg(tampered.path())
-        .output()
-        .expect("publish");
-    assert_eq!(refused.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("refusing to overwrite"));
+    let refused = publish(&fx, &tampered, "1.1.0");
+    failed_with(&refused, "refusing to overwrite");
 
-    let back = cli(&fx)
-        .args(["rollback", "--channel", "latest", "--to", "1.0.0"])
-        .output()
-        .expect("rollback");
-    assert!(
-        back.status.success(),
-        "{}",
-        String::from_utf8_lossy(&back.stderr)
-    );
+    let back = rollback(&fx, "latest", "1.0.0");
+    ok(&back);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let feed = get(&router, "/update/linux/x64/0.1.0/latest-linux.yml", &[]).await;
     assert!(String::from_utf8_lossy(&feed.body).starts_with("version: 1.0.0"));
-    let missing = cli(&fx)
-        .args(["rollback", "--channel", "latest", "--to", "0.9.0"])
-        .output()
-        .expect("rollback");
-    assert_eq!(missing.status.code(), Some(2));
+    let missing = rollback(&fx, "latest", "0.9.0");
+    failed_with(&missing, "no channel files");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,16 +198,8 @@ async fn a_publish_killed_mid_multipart_leaves_the_bucket_serving_the_old_releas
     let mut fx = Fixture::s3();
     fx.config.cache.object_ttl = Duration::ZERO;
     let v1 = dist("1.0.0", &[("App-1.0.0.AppImage", pattern(5000))]);
-    let out = cli(&fx)
-        .args(["publish", "--version", "1.0.0"])
-        .arg(v1.path())
-        .output()
-        .expect("publish");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = publish(&fx, &v1, "1.0.0");
+    ok(&out);
 
     let v2 = dist("1.1.0", &[("App-1.1.0.AppImage", pattern(96 << 20))]);
     let mut child = cli(&fx)
