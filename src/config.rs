@@ -67,6 +67,8 @@ pub enum StoreKind {
     Fs,
     /// S3 or an S3-compatible store (R2, MinIO, Garage, B2).
     S3,
+    /// No store: GitHub Releases is the only origin (`[github]` required).
+    None,
 }
 
 /// `[store]`.
@@ -100,6 +102,13 @@ pub struct StoreConfig {
     pub first_byte_timeout: Duration,
     /// s3: attempts per request, retries included (the SDK's standard retry mode). Default 3.
     pub max_attempts: u32,
+    /// Consecutive store failures (errors, timeouts; not missing objects) that open the
+    /// circuit breaker: while open, requests go straight to the fallback origin instead of
+    /// paying the store's timeout. `0` disables the breaker. Default 5.
+    pub circuit_failures: u32,
+    /// How long the circuit stays open before one request probes the store again. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub circuit_open_for: Duration,
 }
 
 impl Default for StoreConfig {
@@ -116,6 +125,8 @@ impl Default for StoreConfig {
             connect_timeout: Duration::from_secs(3),
             first_byte_timeout: Duration::from_secs(10),
             max_attempts: 3,
+            circuit_failures: 5,
+            circuit_open_for: Duration::from_secs(30),
         }
     }
 }
@@ -162,10 +173,74 @@ pub struct GithubConfig {
     /// API base URL (GitHub Enterprise, or a local stand-in in tests).
     #[serde(default = "default_github_api")]
     pub api_url: String,
+    /// Whether the repository is private: downloads are then streamed through release-edge
+    /// with `GITHUB_TOKEN` instead of redirected to GitHub. Unset: private when
+    /// `GITHUB_TOKEN` is set (hazel's rule).
+    #[serde(default)]
+    pub private: Option<bool>,
+    /// Which store outcomes fall back to GitHub: `missing` (no such object, or a manifest
+    /// that does not parse), `error`, `timeout`, `circuit_open`. Default: all four.
+    #[serde(default = "default_fallback_on")]
+    pub fallback_on: Vec<FallbackReason>,
+    /// Longest a GitHub request may take to its response headers. Default 10 s.
+    #[serde(default = "default_github_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long the list of releases is used before it is revalidated (with
+    /// `If-None-Match`). Anonymous clients get 60 API requests an hour per address, so the
+    /// default, 5 minutes, spends 12 of them per node.
+    #[serde(default = "default_github_refresh", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+fn default_github_refresh() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_github_api() -> String {
     "https://api.github.com".into()
+}
+
+fn default_fallback_on() -> Vec<FallbackReason> {
+    FallbackReason::ALL.to_vec()
+}
+
+fn default_github_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Why a request left the store for the fallback origin (also the `reason` label of
+/// `release_edge_fallback_total`, beside `stale`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackReason {
+    /// The store has no such object (or the manifest does not parse).
+    Missing,
+    /// The store failed (I/O error, throttled, denied).
+    Error,
+    /// The store did not answer in time.
+    Timeout,
+    /// The circuit breaker is open: the store failed repeatedly and is not asked.
+    CircuitOpen,
+}
+
+impl FallbackReason {
+    /// Every reason.
+    pub const ALL: [FallbackReason; 4] = [
+        FallbackReason::Missing,
+        FallbackReason::Error,
+        FallbackReason::Timeout,
+        FallbackReason::CircuitOpen,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::Missing => "missing",
+            FallbackReason::Error => "error",
+            FallbackReason::Timeout => "timeout",
+            FallbackReason::CircuitOpen => "circuit_open",
+        }
+    }
 }
 
 /// `[server]`: connection handling.
@@ -395,10 +470,32 @@ impl Config {
                 &format!("{} is not a directory", self.store.root.display()),
             ));
         }
-        if let Some(github) = &self.github
-            && (github.owner.is_empty() || github.repo.is_empty())
-        {
-            return Err(invalid("github", "owner and repo must both be set"));
+        if let Some(github) = &self.github {
+            if github.owner.is_empty() || github.repo.is_empty() {
+                return Err(invalid("github", "owner and repo must both be set"));
+            }
+            let api: http::Uri = github
+                .api_url
+                .parse()
+                .map_err(|e| invalid("github.api_url", &format!("not a URL: {e}")))?;
+            if !matches!(api.scheme_str(), Some("http" | "https")) || api.authority().is_none() {
+                return Err(invalid(
+                    "github.api_url",
+                    "must be an absolute http:// or https:// URL",
+                ));
+            }
+            if github.timeout.is_zero() {
+                return Err(invalid("github.timeout", "must be more than 0"));
+            }
+            if github.refresh_interval.is_zero() {
+                return Err(invalid("github.refresh_interval", "must be more than 0"));
+            }
+        }
+        if self.store.kind == StoreKind::None && self.github.is_none() {
+            return Err(invalid(
+                "store.kind",
+                "\"none\" needs a [github] origin to serve from",
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", "not a tracing filter directive"));

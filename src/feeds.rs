@@ -79,7 +79,7 @@ fn latest_key(name: &str) -> Result<ObjectKey, AppError> {
 }
 
 async fn manifest(app: &App, key: &ObjectKey) -> Result<Option<Manifest>, AppError> {
-    Ok(app.manifests.get(key, &app.metrics).await?)
+    Ok(app.manifests.get(key).await?)
 }
 
 /// The electron-builder channel file `file`, from `releases/latest/`.

@@ -10,6 +10,7 @@ pub mod handlers;
 pub mod http;
 pub mod metrics;
 pub mod middleware;
+pub mod origin;
 pub mod publish;
 pub mod release;
 pub mod router;

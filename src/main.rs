@@ -122,7 +122,7 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         tracing::info!(
             listen = %server.local_addr()?,
             metrics = ?server.metrics_addr(),
-            store = state.store.kind(),
+            origins = %state.origins.describe(),
             version = env!("CARGO_PKG_VERSION"),
             "release-edge listening"
         );

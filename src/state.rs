@@ -7,8 +7,9 @@ use std::time::Instant;
 use crate::cache::ManifestCache;
 use crate::config::{Config, Secrets};
 use crate::metrics::Metrics;
+use crate::origin::Origins;
+use crate::store::StoreError;
 use crate::store::key::CachePolicy;
-use crate::store::{Store, StoreError};
 
 /// Shared state: cheap to clone, one `Arc` inside.
 #[derive(Clone)]
@@ -27,54 +28,59 @@ pub struct App {
     pub config: Config,
     /// Secrets from the environment.
     pub secrets: Secrets,
-    /// The object store.
-    pub store: Store,
-    /// Parsed manifests, in front of the store.
+    /// The store and GitHub Releases, with the fallback policy between them.
+    pub origins: Arc<Origins>,
+    /// Parsed manifests, in front of the origins.
     pub manifests: ManifestCache,
     /// `Cache-Control` values of mutable objects and feeds, built once from the config.
     pub cache_policy: CachePolicy,
     /// Prometheus metrics and their registry.
-    pub metrics: Metrics,
-    /// When the store last answered a readiness probe.
-    pub last_store_ok: Mutex<Option<Instant>>,
+    pub metrics: Arc<Metrics>,
+    /// When an origin last answered a readiness probe, and which.
+    pub last_ready: Mutex<Option<(Instant, &'static str)>>,
 }
 
 impl App {
     /// Builds the state from a validated config.
     pub fn build(config: Config, secrets: Secrets) -> anyhow::Result<AppState> {
-        let store =
-            Store::with_credentials(&config.store, &config.cache, secrets.s3_credentials.clone())?;
-        let metrics = Metrics::new()?;
-        let manifests = ManifestCache::new(store.clone(), &config.cache, &config.public_url);
+        let metrics = Arc::new(Metrics::new()?);
+        let origins = Arc::new(Origins::build(&config, &secrets, metrics.clone())?);
+        let manifests = ManifestCache::new(
+            origins.clone(),
+            &config.cache,
+            &config.public_url,
+            metrics.clone(),
+        );
         let cache_policy = CachePolicy::new(config.cache.manifest_max_age);
         Ok(AppState(Arc::new(App {
             cache_policy,
             config,
             secrets,
-            store,
+            origins,
             manifests,
             metrics,
-            last_store_ok: Mutex::new(None),
+            last_ready: Mutex::new(None),
         })))
     }
 
-    /// True when the store answered within the readiness interval; probes it when the last
-    /// answer is older than that.
-    pub async fn is_ready(&self) -> Result<(), StoreError> {
+    /// Ready when an origin (the store, else GitHub) answered within the readiness
+    /// interval; probes them when the last answer is older than that. The name of the
+    /// origin that answered.
+    pub async fn is_ready(&self) -> Result<&'static str, StoreError> {
         let interval = self.config.server.readiness_interval;
         let fresh = self
-            .last_store_ok
+            .last_ready
             .lock()
             .ok()
             .and_then(|last| *last)
-            .is_some_and(|at| at.elapsed() < interval);
-        if fresh {
-            return Ok(());
+            .filter(|(at, _)| at.elapsed() < interval);
+        if let Some((_, origin)) = fresh {
+            return Ok(origin);
         }
-        self.store.probe().await?;
-        if let Ok(mut last) = self.last_store_ok.lock() {
-            *last = Some(Instant::now());
+        let origin = self.origins.probe().await?;
+        if let Ok(mut last) = self.last_ready.lock() {
+            *last = Some((Instant::now(), origin));
         }
-        Ok(())
+        Ok(origin)
     }
 }

@@ -13,12 +13,19 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 when the store answered within the readiness interval, else 503.
+/// `GET /readyz`: 200 when an origin (the store, else GitHub) answered within the
+/// readiness interval, else 503.
 pub async fn readyz(State(app): State<AppState>) -> Response {
     match app.is_ready().await {
-        Ok(()) => Json(json!({ "status": "ready", "store": app.store.kind() })).into_response(),
+        Ok(origin) => Json(json!({
+            "status": "ready",
+            "origin": origin,
+            "origins": app.origins.describe(),
+            "store_circuit_open": app.origins.circuit_open(),
+        }))
+        .into_response(),
         Err(err) => {
-            tracing::warn!(error = %err, "store not ready");
+            tracing::warn!(error = %err, "no origin ready");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({ "error": "not_ready", "message": err.to_string() })),

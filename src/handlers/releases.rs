@@ -1,11 +1,13 @@
-//! `GET|HEAD /releases/{path}`: artifacts and manifests straight from the store (SPEC §2.1).
+//! `GET|HEAD /releases/{path}`: artifacts and manifests straight from the store, or from
+//! GitHub Releases when the store cannot answer (SPEC §2.1, §3).
 
 use axum::extract::State;
 use axum::response::Response;
-use http::{HeaderMap, Method, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 
 use crate::error::AppError;
 use crate::http::object::ObjectResponse;
+use crate::origin::Opened;
 use crate::release::download_labels;
 use crate::state::AppState;
 use crate::store::ObjectKey;
@@ -23,7 +25,10 @@ pub async fn get_release(
     // The raw path, not axum's decoded capture: we decode exactly once, then validate.
     let raw = uri.path().strip_prefix(PREFIX).unwrap_or_default();
     let key = ObjectKey::release_from_url_path(raw)?;
-    let object = app.store.open(&key).await?;
+    let object = match app.origins.open(&key).await? {
+        Opened::Object(object) => object,
+        Opened::Redirect(url) => return redirect(&app, &url),
+    };
     let guard = (method == Method::GET).then(|| app.metrics.download_guard());
     let response = ObjectResponse {
         key: &key,
@@ -53,4 +58,17 @@ fn carries_first_byte(response: &Response) -> bool {
             .is_some_and(|v| v.starts_with("bytes 0-")),
         _ => false,
     }
+}
+
+/// `302` to the asset's public URL on GitHub. Cached like a manifest: the store may have
+/// the object again soon, and the redirect must not outlive that for a year.
+fn redirect(app: &AppState, url: &str) -> Result<Response, AppError> {
+    let location = HeaderValue::from_str(url)
+        .map_err(|_| AppError::Internal(format!("GitHub download URL is not a header: {url}")))?;
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::FOUND;
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(header::CACHE_CONTROL, app.cache_policy.shared.clone());
+    Ok(response)
 }

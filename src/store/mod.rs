@@ -5,6 +5,7 @@
 //! answered, so S3 and GitHub Releases slot in beside the filesystem without touching them.
 
 pub mod fs;
+pub mod github;
 pub mod key;
 pub mod s3;
 
@@ -168,6 +169,12 @@ impl Store {
         let backend = match config.kind {
             StoreKind::Fs => Backend::Fs(Arc::new(fs::FsStore::new(&config.root, ttl)?)),
             StoreKind::S3 => Backend::S3(Arc::new(s3::S3Store::new(config, ttl, credentials))),
+            StoreKind::None => {
+                return Err(StoreError::Unavailable {
+                    message: "no store is configured (store.kind = \"none\")".into(),
+                    source: None,
+                });
+            }
         };
         Ok(Self {
             backend,
@@ -312,6 +319,7 @@ pub struct Object {
 enum ObjectSource {
     Fs(fs::FsSource),
     S3(s3::S3Source),
+    GitHub(github::GitHubSource),
 }
 
 impl Object {
@@ -321,6 +329,7 @@ impl Object {
         match &self.source {
             ObjectSource::Fs(source) => source.read(range),
             ObjectSource::S3(source) => source.read(range),
+            ObjectSource::GitHub(source) => source.read(range),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::publish::{cli, failed_with, ok, publish, rollback};
-use crate::support::{BUCKET, Fixture, get, pattern};
+use crate::support::{BUCKET, Fixture, get, get_until, pattern};
 
 const BIG: &str = "releases/v1.2.0/App-1.2.0.AppImage";
 const BIG_URL: &str = "/releases/v1.2.0/App-1.2.0.AppImage";
@@ -187,8 +187,12 @@ async fn publish_uploads_large_files_in_parts_and_rollback_works_on_s3() {
     let back = rollback(&fx, "latest", "1.0.0");
     ok(&back);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let feed = get(&router, "/update/linux/x64/0.1.0/latest-linux.yml", &[]).await;
-    assert!(String::from_utf8_lossy(&feed.body).starts_with("version: 1.0.0"));
+    get_until(
+        &router,
+        "/update/linux/x64/0.1.0/latest-linux.yml",
+        |feed| String::from_utf8_lossy(&feed.body).starts_with("version: 1.0.0"),
+    )
+    .await;
     let missing = rollback(&fx, "latest", "0.9.0");
     failed_with(&missing, "no channel files");
 }

@@ -184,6 +184,39 @@ pub async fn request(
     send(router, builder.body(Body::empty()).expect("request")).await
 }
 
+/// Waits until `done` holds (bounded: 10 s), for what happens behind an answer.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// GETs `path` until `done` holds for the reply (bounded: 10 s), and returns that reply.
+/// A manifest past its TTL is answered once more from the cache while it revalidates in
+/// the background, so the new content shows on a later request.
+pub async fn get_until(
+    router: &axum::Router,
+    path: &str,
+    mut done: impl FnMut(&Reply) -> bool,
+) -> Reply {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = get(router, path, &[]).await;
+        if done(&reply) {
+            return reply;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never served what was expected; last: {} {:?}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Puts `config` on a free port of 127.0.0.1 (bound, read and released) and points
 /// `public_url` at it, for clients that follow the absolute URLs the server writes. Returns
 /// the public URL.

@@ -1,0 +1,431 @@
+//! The HTTP side of the GitHub origin: REST API requests with the token, conditional
+//! revalidation, rate-limit back-off, and downloads from GitHub's asset hosts (never with
+//! the token).
+//!
+//! Back-off follows GitHub's "Rate limits for the REST API" guidance: when
+//! `x-ratelimit-remaining` reaches 0, no request is made before `x-ratelimit-reset`; a
+//! `429`/`403` with `retry-after` waits that long; a `403`/`429` without either waits a
+//! minute. A `304 Not Modified` does not count against the primary limit, which is why every
+//! listing is revalidated with `If-None-Match`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, header};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::http::conditional::ByteRange;
+use crate::metrics::Metrics;
+use crate::store::StoreError;
+
+/// GitHub's REST API version we speak (the `X-GitHub-Api-Version` header).
+const API_VERSION: &str = "2022-11-28";
+
+/// Wait after a rate-limit answer that says neither when nor how long (GitHub: "wait at
+/// least one minute").
+const DEFAULT_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Longest back-off believed from a reset time (guards against a skewed clock).
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// Redirects followed to reach an asset's bytes (GitHub uses one).
+const MAX_REDIRECTS: usize = 5;
+
+/// Largest API answer read (a page of 100 releases with their assets is well under this).
+const MAX_API_BODY: usize = 16 * 1024 * 1024;
+
+/// An API answer.
+#[derive(Debug)]
+pub enum Fetched {
+    /// `200` with a body and its validator.
+    Fresh {
+        /// The JSON body.
+        body: Bytes,
+        /// Its `ETag`, for the next revalidation.
+        etag: Option<String>,
+    },
+    /// `304`: what we hold is current.
+    NotModified,
+}
+
+/// The API client of one repository.
+pub struct Api {
+    client: reqwest::Client,
+    base: String,
+    token: Option<SecretString>,
+    timeout: Duration,
+    /// No API request before this instant (rate limited).
+    blocked_until: Mutex<Option<Instant>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Api {
+    /// A client for the API at `base` (`https://api.github.com`).
+    pub fn new(
+        base: &str,
+        token: Option<SecretString>,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("release-edge/", env!("CARGO_PKG_VERSION")))
+            // Redirects are followed by hand: the token must never reach the storage host.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(timeout)
+            .read_timeout(timeout)
+            .build()
+            .map_err(|err| unavailable(format!("building the GitHub client: {err}")))?;
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            timeout,
+            blocked_until: Mutex::new(None),
+            metrics,
+        })
+    }
+
+    /// True when a token is configured.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// `GET {base}{path}` for JSON, revalidating `etag`.
+    pub async fn get_json(&self, path: &str, etag: Option<&str>) -> Result<Fetched, StoreError> {
+        self.check_backoff()?;
+        let mut request = self
+            .api_request(&format!("{}{path}", self.base))
+            .header(header::ACCEPT, "application/vnd.github+json");
+        if let Some(etag) = etag {
+            request = request.header(header::IF_NONE_MATCH, etag);
+        }
+        let response = self.send(request).await?;
+        let status = response.status();
+        if status == StatusCode::NOT_MODIFIED {
+            self.count("not_modified");
+            return Ok(Fetched::NotModified);
+        }
+        if !status.is_success() {
+            return Err(self.failed(path, status, response.headers()));
+        }
+        let etag = response
+            .headers()
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = self.body(response, MAX_API_BODY).await?;
+        self.count("ok");
+        Ok(Fetched::Fresh { body, etag })
+    }
+
+    /// Where a private asset's bytes are: `GET {asset_url}` with
+    /// `Accept: application/octet-stream` answers a redirect to a signed storage URL.
+    pub async fn asset_location(&self, asset_url: &str) -> Result<String, StoreError> {
+        self.check_backoff()?;
+        let request = self
+            .api_request(asset_url)
+            .header(header::ACCEPT, "application/octet-stream");
+        let response = self.send(request).await?;
+        let status = response.status();
+        if status.is_redirection()
+            && let Some(location) = location(asset_url, response.headers())
+        {
+            self.count("ok");
+            return Ok(location);
+        }
+        if status.is_success() {
+            // GitHub Enterprise may serve the bytes itself; the asset URL then is the location,
+            // but fetching it needs the token, which downloads never carry.
+            return Err(unavailable(format!(
+                "GitHub answered {status} with the asset itself instead of a redirect: {asset_url}"
+            )));
+        }
+        Err(self.failed(asset_url, status, response.headers()))
+    }
+
+    /// `GET url` on GitHub's download or storage hosts, following redirects, never with the
+    /// token; `range` asks for part of it. The caller checks the status.
+    pub async fn download(
+        &self,
+        url: &str,
+        range: Option<ByteRange>,
+    ) -> Result<reqwest::Response, StoreError> {
+        let mut url = url.to_owned();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = self.client.get(&url);
+            if let Some(range) = range {
+                request = request.header(
+                    header::RANGE,
+                    format!("bytes={}-{}", range.start, range.end),
+                );
+            }
+            let response = self.send(request).await?;
+            if !response.status().is_redirection() {
+                return Ok(response);
+            }
+            url = location(&url, response.headers()).ok_or_else(|| {
+                unavailable(format!("redirect without a Location from GitHub: {url}"))
+            })?;
+        }
+        Err(unavailable(format!("too many redirects downloading {url}")))
+    }
+
+    /// Reads a whole body of at most `max` bytes.
+    pub async fn body(&self, response: reqwest::Response, max: usize) -> Result<Bytes, StoreError> {
+        if response
+            .content_length()
+            .is_some_and(|len| len > max as u64)
+        {
+            return Err(unavailable(format!(
+                "GitHub answer over {max} bytes: {}",
+                response.url()
+            )));
+        }
+        let body = tokio::time::timeout(self.timeout, response.bytes())
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))?
+            .map_err(|err| unavailable(format!("reading a GitHub answer: {err}")))?;
+        if body.len() > max {
+            return Err(unavailable("GitHub answer too large".into()));
+        }
+        Ok(body)
+    }
+
+    fn api_request(&self, url: &str) -> reqwest::RequestBuilder {
+        let mut request = self
+            .client
+            .get(url)
+            .header("x-github-api-version", API_VERSION);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.expose_secret());
+        }
+        request
+    }
+
+    /// Sends with the time limit on the response headers, recording duration and failures.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, StoreError> {
+        let start = Instant::now();
+        let sent = tokio::time::timeout(self.timeout, request.send()).await;
+        self.metrics
+            .origin_duration
+            .with_label_values(&["github"])
+            .observe(start.elapsed().as_secs_f64());
+        let response = match sent {
+            Err(_) => {
+                self.count("error");
+                return Err(StoreError::Timeout(self.timeout));
+            }
+            Ok(Err(err)) => {
+                self.count("error");
+                return Err(unavailable(format!("GitHub request failed: {err}")));
+            }
+            Ok(Ok(response)) => response,
+        };
+        self.note_rate_limit(response.status(), response.headers());
+        Ok(response)
+    }
+
+    /// The error for a non-success answer, counted.
+    fn failed(&self, what: &str, status: StatusCode, headers: &HeaderMap) -> StoreError {
+        if status == StatusCode::NOT_FOUND {
+            self.count("not_found");
+            return StoreError::NotFound {
+                key: what.to_owned(),
+            };
+        }
+        if is_rate_limited(status, headers) {
+            self.count("rate_limited");
+            return unavailable(format!("GitHub rate limit ({status}) on {what}"));
+        }
+        self.count("error");
+        unavailable(format!("GitHub answered {status} to {what}"))
+    }
+
+    fn count(&self, outcome: &str) {
+        self.metrics
+            .origin_requests
+            .with_label_values(&["github", outcome])
+            .inc();
+    }
+
+    fn check_backoff(&self) -> Result<(), StoreError> {
+        let until = self.blocked_until.lock().ok().and_then(|b| *b);
+        match until {
+            Some(until) if Instant::now() < until => Err(unavailable(format!(
+                "GitHub rate limit: backing off for {}s",
+                until.saturating_duration_since(Instant::now()).as_secs()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn note_rate_limit(&self, status: StatusCode, headers: &HeaderMap) {
+        let Some(wait) = backoff(status, headers, SystemTime::now()) else {
+            return;
+        };
+        tracing::warn!(
+            status = status.as_u16(),
+            wait_secs = wait.as_secs(),
+            "GitHub rate limit reached; no API request until it resets"
+        );
+        if let Ok(mut blocked) = self.blocked_until.lock() {
+            *blocked = Some(Instant::now() + wait);
+        }
+    }
+}
+
+fn unavailable(message: String) -> StoreError {
+    StoreError::Unavailable {
+        message,
+        source: None,
+    }
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn is_rate_limited(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::FORBIDDEN
+            && (headers.contains_key(header::RETRY_AFTER)
+                || header_u64(headers, "x-ratelimit-remaining") == Some(0)))
+}
+
+/// How long to make no API request after an answer, if at all.
+fn backoff(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let retry_after = header_u64(headers, "retry-after").map(Duration::from_secs);
+    let until_reset = || {
+        let reset = UNIX_EPOCH + Duration::from_secs(header_u64(headers, "x-ratelimit-reset")?);
+        Some(reset.duration_since(now).unwrap_or(Duration::ZERO))
+    };
+    let exhausted = header_u64(headers, "x-ratelimit-remaining") == Some(0);
+    let wait = if let Some(wait) = retry_after {
+        wait
+    } else if exhausted {
+        until_reset().unwrap_or(DEFAULT_BACKOFF)
+    } else if is_rate_limited(status, headers) {
+        DEFAULT_BACKOFF
+    } else {
+        return None;
+    };
+    Some(wait.min(MAX_BACKOFF))
+}
+
+/// The absolute URL a redirect points to.
+fn location(from: &str, headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::LOCATION)?.to_str().ok()?;
+    let base = reqwest::Url::parse(from).ok()?;
+    Some(base.join(value).ok()?.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn backoff_follows_githubs_headers() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let ok = StatusCode::OK;
+        let forbidden = StatusCode::FORBIDDEN;
+        type Case<'a> = (
+            &'a str,
+            StatusCode,
+            &'a [(&'static str, &'a str)],
+            Option<u64>,
+        );
+        let cases: &[Case] = &[
+            (
+                "plenty left",
+                ok,
+                &[("x-ratelimit-remaining", "4999")],
+                None,
+            ),
+            (
+                "last one used: wait for the reset",
+                ok,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1000120"),
+                ],
+                Some(120),
+            ),
+            (
+                "primary limit hit",
+                forbidden,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1000030"),
+                ],
+                Some(30),
+            ),
+            (
+                "secondary limit",
+                StatusCode::TOO_MANY_REQUESTS,
+                &[("retry-after", "7")],
+                Some(7),
+            ),
+            (
+                "secondary limit without a time",
+                StatusCode::TOO_MANY_REQUESTS,
+                &[],
+                Some(60),
+            ),
+            (
+                "a 403 that is not a limit",
+                forbidden,
+                &[("x-ratelimit-remaining", "10")],
+                None,
+            ),
+            (
+                "a reset in the past",
+                forbidden,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "999000"),
+                ],
+                Some(0),
+            ),
+            (
+                "a reset days away is capped",
+                forbidden,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "9000000"),
+                ],
+                Some(3600),
+            ),
+        ];
+        for (name, status, pairs, want) in cases {
+            let got = backoff(*status, &headers(pairs), now).map(|d| d.as_secs());
+            assert_eq!(got, *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn relative_locations_resolve() {
+        let h = headers(&[("location", "/x/y?sig=1")]);
+        assert_eq!(
+            location("https://github.com/a/b/releases/download/v1/f", &h).as_deref(),
+            Some("https://github.com/x/y?sig=1")
+        );
+        let h = headers(&[("location", "https://objects.example/z")]);
+        assert_eq!(
+            location("https://github.com/a", &h).as_deref(),
+            Some("https://objects.example/z")
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! GitHub Releases as an origin (SPEC §3): manifests from release assets, artifacts
+//! redirected to their public download URL or, for private repositories, streamed through
+//! with the token.
+//!
+//! The whole repository is read from one API request, the list of releases, held in memory
+//! and revalidated with `If-None-Match` after `github.refresh_interval`; concurrent
+//! callers share one request, and while a revalidation runs the others keep using the list
+//! they have. When the API fails or rate-limits, the last list stands in for
+//! `cache.stale_if_error`. Asset bytes read as manifests are kept by asset id (a re-upload
+//! gets a new id), so an unchanged release costs no download.
+
+mod api;
+pub mod model;
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use http::StatusCode;
+use secrecy::SecretString;
+
+use self::api::{Api, Fetched};
+use self::model::{Asset, ChannelRelease, GitHubKey, Release};
+use super::{ByteStream, Object, ObjectKey, ObjectMeta, ObjectSource, StoreError};
+use crate::config::{CacheConfig, GithubConfig};
+use crate::http::conditional::ByteRange;
+use crate::metrics::Metrics;
+
+/// Releases read per listing: GitHub's largest page. Older releases are not served.
+const PER_PAGE: u32 = 100;
+
+/// After a failed API request, how long the last list is used before trying again.
+const RETRY_GAP: Duration = Duration::from_secs(5);
+
+/// How long a signed storage URL of a private asset is reused (GitHub signs them for five
+/// minutes); ranged and segmented downloads then cost one API request, not one per range.
+const LOCATION_TTL: Duration = Duration::from_secs(60);
+
+/// Total bytes of asset bodies kept (manifests, signatures).
+const MAX_BODY_WEIGHT: u64 = 16 * 1024 * 1024;
+
+/// What GitHub answers for an artifact.
+pub enum GitHubObject {
+    /// A public repository: send the client to the asset's download URL.
+    Redirect(String),
+    /// A private repository: the asset, streamed through with the token.
+    Stream(Object),
+}
+
+/// The GitHub Releases origin of one repository. Cheap to clone.
+#[derive(Clone)]
+pub struct GitHubOrigin {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    api: Api,
+    releases_path: String,
+    private: bool,
+    ttl: Duration,
+    stale_if_error: Duration,
+    listing: Mutex<Option<Listing>>,
+    /// One revalidation at a time.
+    refresh: tokio::sync::Mutex<()>,
+    bodies: moka::future::Cache<u64, Bytes>,
+    locations: moka::future::Cache<u64, String>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Clone)]
+struct Listing {
+    releases: Arc<Vec<ChannelRelease>>,
+    etag: Option<String>,
+    /// When GitHub last confirmed it (200 or 304).
+    confirmed: Instant,
+    /// No request before this (set after a failure).
+    retry_at: Option<Instant>,
+}
+
+impl GitHubOrigin {
+    /// The origin for `config`'s repository; `token` is `GITHUB_TOKEN`.
+    pub fn new(
+        config: &GithubConfig,
+        cache: &CacheConfig,
+        token: Option<SecretString>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let private = config.private.unwrap_or(token.is_some());
+        let api = Api::new(&config.api_url, token, config.timeout, metrics.clone())?;
+        if private && !api.has_token() {
+            tracing::warn!("github.private is set but GITHUB_TOKEN is not: GitHub will answer 404");
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                api,
+                releases_path: format!(
+                    "/repos/{}/{}/releases?per_page={PER_PAGE}",
+                    config.owner, config.repo
+                ),
+                private,
+                ttl: config.refresh_interval,
+                stale_if_error: cache.stale_if_error,
+                listing: Mutex::new(None),
+                refresh: tokio::sync::Mutex::new(()),
+                bodies: moka::future::Cache::builder()
+                    .max_capacity(MAX_BODY_WEIGHT)
+                    .weigher(|_: &u64, body: &Bytes| {
+                        u32::try_from(body.len()).unwrap_or(u32::MAX).max(64)
+                    })
+                    .build(),
+                locations: moka::future::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(LOCATION_TTL)
+                    .build(),
+                metrics,
+            }),
+        })
+    }
+
+    /// Proves the origin can answer: a current (or still usable) list of releases.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        self.releases().await.map(drop)
+    }
+
+    /// The whole of the asset `key` names, or `None` when GitHub has none (or it is over
+    /// `max` bytes).
+    pub async fn get_bytes(&self, key: &ObjectKey, max: u64) -> Result<Option<Bytes>, StoreError> {
+        let asset = match self.asset(key).await {
+            Ok(asset) => asset,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        if asset.size > max {
+            tracing::warn!(key = %key, size = asset.size, max, "GitHub asset too large; treated as missing");
+            return Ok(None);
+        }
+        let inner = &self.inner;
+        let body = inner
+            .bodies
+            .try_get_with(asset.id, async {
+                let response = if inner.private {
+                    let location = self.location(&asset).await?;
+                    inner.api.download(&location, None).await?
+                } else {
+                    inner
+                        .api
+                        .download(&asset.browser_download_url, None)
+                        .await?
+                };
+                if !response.status().is_success() {
+                    return Err(StoreError::Unavailable {
+                        message: format!(
+                            "GitHub answered {} for asset {}",
+                            response.status(),
+                            asset.name
+                        ),
+                        source: None,
+                    });
+                }
+                let max = usize::try_from(max).unwrap_or(usize::MAX);
+                inner.api.body(response, max).await
+            })
+            .await
+            .map_err(|err| err.duplicate())?;
+        Ok(Some(body))
+    }
+
+    /// The artifact `key` names: a redirect (public repository) or a stream (private).
+    pub async fn open(&self, key: &ObjectKey) -> Result<GitHubObject, StoreError> {
+        let asset = self.asset(key).await?;
+        if !self.inner.private {
+            return Ok(GitHubObject::Redirect(asset.browser_download_url));
+        }
+        let last_modified = asset_modified(&asset);
+        Ok(GitHubObject::Stream(Object {
+            meta: ObjectMeta {
+                size: asset.size,
+                // The asset id names these bytes: a re-upload gets a new id.
+                etag: format!("\"gh-{}\"", asset.id),
+                last_modified,
+                content_type: None,
+            },
+            source: ObjectSource::GitHub(GitHubSource {
+                origin: self.clone(),
+                asset,
+            }),
+        }))
+    }
+
+    async fn asset(&self, key: &ObjectKey) -> Result<Asset, StoreError> {
+        let not_found = || StoreError::NotFound {
+            key: key.to_string(),
+        };
+        let github_key = GitHubKey::of(key).ok_or_else(not_found)?;
+        let releases = self.releases().await?;
+        model::find_asset(&releases, &github_key)
+            .cloned()
+            .ok_or_else(not_found)
+    }
+
+    /// The signed storage URL of a private asset (reused for [`LOCATION_TTL`]).
+    async fn location(&self, asset: &Asset) -> Result<String, StoreError> {
+        self.inner
+            .locations
+            .try_get_with(asset.id, self.inner.api.asset_location(&asset.url))
+            .await
+            .map_err(|err| err.duplicate())
+    }
+
+    /// The servable releases, newest first: from memory while fresh, else revalidated.
+    async fn releases(&self) -> Result<Arc<Vec<ChannelRelease>>, StoreError> {
+        let inner = &self.inner;
+        let current = self.current();
+        if let Some(listing) = &current {
+            if listing.confirmed.elapsed() < inner.ttl {
+                self.lookup("hit");
+                return Ok(listing.releases.clone());
+            }
+            let usable = listing.confirmed.elapsed() < inner.ttl + inner.stale_if_error;
+            let waiting = listing.retry_at.is_some_and(|at| Instant::now() < at);
+            if usable && waiting {
+                self.lookup("stale");
+                return Ok(listing.releases.clone());
+            }
+        }
+        // One revalidation at a time; while it runs, others use what there is.
+        let _refreshing = match inner.refresh.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => match current {
+                Some(listing) if listing.confirmed.elapsed() < inner.ttl + inner.stale_if_error => {
+                    self.lookup("stale");
+                    return Ok(listing.releases.clone());
+                }
+                _ => inner.refresh.lock().await,
+            },
+        };
+        // Someone else may have just refreshed it.
+        let current = self.current();
+        if let Some(listing) = &current
+            && listing.confirmed.elapsed() < inner.ttl
+        {
+            self.lookup("hit");
+            return Ok(listing.releases.clone());
+        }
+        self.lookup("miss");
+        let etag = current.as_ref().and_then(|l| l.etag.as_deref());
+        let fetched = inner.api.get_json(&inner.releases_path, etag).await;
+        let updated = match (fetched, current) {
+            (Ok(Fetched::NotModified), Some(listing)) => Listing {
+                confirmed: Instant::now(),
+                retry_at: None,
+                ..listing
+            },
+            (Ok(Fetched::NotModified), None) => {
+                return Err(StoreError::Unavailable {
+                    message: "GitHub answered 304 to an unconditional request".into(),
+                    source: None,
+                });
+            }
+            (Ok(Fetched::Fresh { body, etag }), _) => {
+                let releases: Vec<Release> =
+                    serde_json::from_slice(&body).map_err(|err| StoreError::Unavailable {
+                        message: format!("GitHub's list of releases does not parse: {err}"),
+                        source: None,
+                    })?;
+                Listing {
+                    releases: Arc::new(model::servable(releases)),
+                    etag,
+                    confirmed: Instant::now(),
+                    retry_at: None,
+                }
+            }
+            (Err(err), Some(listing))
+                if listing.confirmed.elapsed() < inner.ttl + inner.stale_if_error =>
+            {
+                tracing::warn!(error = %err, "GitHub failed; using the last list of releases");
+                self.lookup("stale");
+                let releases = listing.releases.clone();
+                self.store(Listing {
+                    retry_at: Some(Instant::now() + RETRY_GAP),
+                    ..listing
+                });
+                return Ok(releases);
+            }
+            (Err(err), _) => return Err(err),
+        };
+        let releases = updated.releases.clone();
+        self.store(updated);
+        Ok(releases)
+    }
+
+    fn current(&self) -> Option<Listing> {
+        self.inner.listing.lock().ok().and_then(|l| l.clone())
+    }
+
+    fn store(&self, listing: Listing) {
+        if let Ok(mut slot) = self.inner.listing.lock() {
+            *slot = Some(listing);
+        }
+    }
+
+    fn lookup(&self, result: &str) {
+        self.inner
+            .metrics
+            .cache_lookups
+            .with_label_values(&["github_releases", result])
+            .inc();
+    }
+}
+
+/// The bytes of a private asset, fetched from GitHub's storage host per range.
+#[derive(Clone)]
+pub(super) struct GitHubSource {
+    origin: GitHubOrigin,
+    asset: Asset,
+}
+
+impl GitHubSource {
+    pub(super) fn read(&self, range: ByteRange) -> ByteStream {
+        let source = self.clone();
+        let body = async move {
+            let response = source.fetch(range).await.map_err(io::Error::other)?;
+            Ok::<_, io::Error>(
+                response
+                    .bytes_stream()
+                    .map(|chunk| chunk.map_err(io::Error::other)),
+            )
+        };
+        Box::pin(futures_util::stream::once(body).try_flatten())
+    }
+
+    /// The storage host's answer for `range`, checked to be exactly those bytes. A signed
+    /// URL that has expired is fetched anew once.
+    async fn fetch(&self, range: ByteRange) -> Result<reqwest::Response, StoreError> {
+        let inner = &self.origin.inner;
+        let whole = range.start == 0 && range.end + 1 == self.asset.size;
+        for attempt in 0..2 {
+            let location = self.origin.location(&self.asset).await?;
+            let response = inner.api.download(&location, Some(range)).await?;
+            let status = response.status();
+            if status == StatusCode::PARTIAL_CONTENT {
+                let expected = range.content_range(self.asset.size);
+                let got = response
+                    .headers()
+                    .get(http::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok());
+                if got == Some(expected.as_str()) {
+                    return Ok(response);
+                }
+                return Err(StoreError::Unavailable {
+                    message: format!(
+                        "GitHub storage sent {got:?} for {expected} of {}",
+                        self.asset.name
+                    ),
+                    source: None,
+                });
+            }
+            if status == StatusCode::OK && whole {
+                return Ok(response);
+            }
+            if matches!(status, StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST) && attempt == 0 {
+                // The signed URL expired (or was refused): ask the API for a new one.
+                inner.locations.invalidate(&self.asset.id).await;
+                continue;
+            }
+            return Err(StoreError::Unavailable {
+                message: format!(
+                    "GitHub storage answered {status} for bytes {}-{} of {}",
+                    range.start, range.end, self.asset.name
+                ),
+                source: None,
+            });
+        }
+        Err(StoreError::Unavailable {
+            message: format!("GitHub storage refused {}", self.asset.name),
+            source: None,
+        })
+    }
+}
+
+/// When an asset last changed, for `Last-Modified`.
+fn asset_modified(asset: &Asset) -> Option<SystemTime> {
+    asset
+        .updated_at
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+}
