@@ -5,6 +5,8 @@ mod clients;
 mod config_cli;
 mod electron_updater;
 mod feeds;
+mod github;
+mod github_standin;
 mod publish;
 mod releases;
 mod s3;
