@@ -584,6 +584,16 @@ mod tests {
                 ("[log]\nformat = \"xml\"\n", "format"),
                 ("[server]\nidle_timeout = \"0s\"\n", "server.idle_timeout"),
                 ("[store]\nkind = \"ftp\"\n", "kind"),
+                ("[store]\nkind = \"none\"\n", "store.kind"),
+                (
+                    "[github]\nowner = \"a\"\nrepo = \"b\"\napi_url = \"api.github.com\"\n",
+                    "github.api_url",
+                ),
+                (
+                    "[github]\nowner = \"a\"\nrepo = \"b\"\nfallback_on = [\"sometimes\"]\n",
+                    "fallback_on",
+                ),
+                ("[github]\nowner = \"a\"\nrepo = \"\"\n", "github"),
             ];
             for (toml, key) in cases {
                 // Top-level keys come first in TOML, so the store section goes last.

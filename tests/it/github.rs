@@ -16,7 +16,9 @@ use sha2::{Digest, Sha512};
 use tokio::io::AsyncReadExt;
 
 use crate::github_standin::{GitHubStandIn, Host, ReleaseSpec};
-use crate::support::{Fixture, Reply, TestServer, eventually, get, get_until, pattern};
+use crate::support::{
+    BinaryServer, Fixture, Reply, TestServer, eventually, get, get_until, pattern,
+};
 
 const MAC_ZIP: &str = "App-1.2.0-mac.zip";
 const LIST: &str = "/repos/acme/app/releases";
@@ -309,7 +311,8 @@ async fn a_manifest_the_store_lacks_is_served_from_github() {
         1
     );
     assert!(counter(&state, "fallback", &["missing"]) >= 5);
-    assert_eq!(counter(&state, "origin", &["github", "ok"]), 1);
+    // One listing and four manifest assets (two channel files, a signature, RELEASES).
+    assert_eq!(counter(&state, "origin", &["github", "ok"]), 5);
 
     // A channel with no release of its own follows the stable releases.
     let nightly = yaml(&get(&router, "/update/darwin/arm64/1.0.0/nightly-mac.yml", &[]).await);
@@ -722,4 +725,35 @@ async fn github_alone_serves_without_any_store() {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_a_private_repository_alone_from_environment_variables() {
+    let gh = GitHubStandIn::start().await;
+    let zip = publish_releases(&gh);
+    gh.set_private(true);
+    let dir = crate::support::scratch();
+    let api = gh.api_url();
+    let server = BinaryServer::spawn(
+        dir.path(),
+        &[
+            ("RELEASE_EDGE_STORE__KIND", "none"),
+            ("RELEASE_EDGE_GITHUB__OWNER", GitHubStandIn::OWNER),
+            ("RELEASE_EDGE_GITHUB__REPO", GitHubStandIn::REPO),
+            ("RELEASE_EDGE_GITHUB__API_URL", &api),
+            ("GITHUB_TOKEN", GitHubStandIn::TOKEN),
+        ],
+    );
+    let feed = reqwest::get(server.url(MAC_FEED)).await.expect("feed");
+    assert_eq!(feed.status(), 200);
+    let doc: Value = serde_norway::from_slice(&feed.bytes().await.expect("body")).expect("yaml");
+    assert_eq!(doc["version"], "1.2.0");
+    let download = reqwest::get(server.url(&format!("/releases/v1.2.0/{MAC_ZIP}")))
+        .await
+        .expect("download");
+    assert_eq!(download.status(), 200);
+    assert_eq!(download.bytes().await.expect("body")[..], zip[..]);
+    for hit in gh.hits_on(Host::Storage, "/") {
+        assert_eq!(hit.authorization, None, "{hit:?}");
+    }
 }

@@ -161,7 +161,13 @@ impl Api {
                 );
             }
             let response = self.send(request).await?;
-            if !response.status().is_redirection() {
+            let status = response.status();
+            if !status.is_redirection() {
+                self.count(match status {
+                    s if s.is_success() => "ok",
+                    StatusCode::NOT_FOUND => "not_found",
+                    _ => "error",
+                });
                 return Ok(response);
             }
             url = location(&url, response.headers()).ok_or_else(|| {
