@@ -488,6 +488,39 @@ async fn two_hundred_concurrent_cold_checks_make_one_api_call() {
 }
 
 #[tokio::test]
+async fn a_cold_failing_github_is_asked_once_not_once_per_manifest() {
+    let gh = GitHubStandIn::start().await;
+    publish_releases(&gh);
+    gh.set_api_down(true);
+    let fx = empty_store_with(&gh);
+    let router = fx.router();
+    // Different manifests: separate cache misses, all needing the list of releases.
+    let paths = [
+        MAC_FEED,
+        "/update/win32/x64/1.0.0/latest.yml",
+        WIN_FEED,
+        "/update/linux/x64/1.0.0/latest-linux.yml",
+    ];
+    let mut tasks = Vec::new();
+    for path in paths {
+        let router = router.clone();
+        tasks.push(tokio::spawn(async move { get(&router, path, &[]).await }));
+    }
+    for task in tasks {
+        let reply = task.await.expect("task");
+        assert_eq!(
+            reply.status, 503,
+            "nothing to serve yet: an error, not a 404"
+        );
+        assert_eq!(reply.json()["error"], "store_unavailable");
+    }
+    assert_eq!(gh.hits_on(Host::Api, LIST).len(), 1, "{:?}", gh.hits());
+    // Within the retry gap, later checks get the failure without a request either.
+    assert_eq!(get(&router, MAC_FEED, &[]).await.status, 503);
+    assert_eq!(gh.hits_on(Host::Api, LIST).len(), 1);
+}
+
+#[tokio::test]
 async fn revalidation_answered_304_costs_no_rate_limit_and_runs_behind_the_answer() {
     let gh = GitHubStandIn::start().await;
     publish_releases(&gh);

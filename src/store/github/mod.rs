@@ -61,12 +61,23 @@ struct Inner {
     private: bool,
     ttl: Duration,
     stale_if_error: Duration,
-    listing: Mutex<Option<Listing>>,
+    state: Mutex<Known>,
     /// One revalidation at a time.
     refresh: tokio::sync::Mutex<()>,
     bodies: moka::future::Cache<u64, Bytes>,
     locations: moka::future::Cache<u64, String>,
     metrics: Arc<Metrics>,
+}
+
+/// What is known of the repository's releases.
+#[derive(Default)]
+struct Known {
+    /// The last list GitHub gave.
+    listing: Option<Listing>,
+    /// When the last request failed (cleared by a success).
+    failed_at: Option<Instant>,
+    /// How it failed.
+    failure: Option<StoreError>,
 }
 
 #[derive(Clone)]
@@ -75,8 +86,6 @@ struct Listing {
     etag: Option<String>,
     /// When GitHub last confirmed it (200 or 304).
     confirmed: Instant,
-    /// No request before this (set after a failure).
-    retry_at: Option<Instant>,
 }
 
 impl GitHubOrigin {
@@ -102,7 +111,7 @@ impl GitHubOrigin {
                 private,
                 ttl: config.refresh_interval,
                 stale_if_error: cache.stale_if_error,
-                listing: Mutex::new(None),
+                state: Mutex::new(Known::default()),
                 refresh: tokio::sync::Mutex::new(()),
                 bodies: moka::future::Cache::builder()
                     .max_capacity(MAX_BODY_WEIGHT)
@@ -210,94 +219,114 @@ impl GitHubOrigin {
     }
 
     /// The servable releases, newest first: from memory while fresh, else revalidated.
+    ///
+    /// After a failed request GitHub is not asked again for [`RETRY_GAP`]: meanwhile the last
+    /// list answers (while within `stale_if_error`), or, when there is none, that failure.
     async fn releases(&self) -> Result<Arc<Vec<ChannelRelease>>, StoreError> {
         let inner = &self.inner;
-        let current = self.current();
-        if let Some(listing) = &current {
-            if listing.confirmed.elapsed() < inner.ttl {
-                self.lookup("hit");
-                return Ok(listing.releases.clone());
-            }
-            let usable = listing.confirmed.elapsed() < inner.ttl + inner.stale_if_error;
-            let waiting = listing.retry_at.is_some_and(|at| Instant::now() < at);
-            if usable && waiting {
-                self.lookup("stale");
-                return Ok(listing.releases.clone());
-            }
+        if let Some(answer) = self.without_request() {
+            return answer;
         }
         // One revalidation at a time; while it runs, others use what there is.
         let _refreshing = match inner.refresh.try_lock() {
             Ok(guard) => guard,
-            Err(_) => match current {
-                Some(listing) if listing.confirmed.elapsed() < inner.ttl + inner.stale_if_error => {
+            Err(_) => match self.usable() {
+                Some(listing) => {
                     self.lookup("stale");
-                    return Ok(listing.releases.clone());
+                    return Ok(listing.releases);
                 }
-                _ => inner.refresh.lock().await,
+                None => inner.refresh.lock().await,
             },
         };
-        // Someone else may have just refreshed it.
-        let current = self.current();
-        if let Some(listing) = &current
-            && listing.confirmed.elapsed() < inner.ttl
-        {
-            self.lookup("hit");
-            return Ok(listing.releases.clone());
+        // Someone else may have just refreshed it, or just failed.
+        if let Some(answer) = self.without_request() {
+            return answer;
         }
         self.lookup("miss");
+        let current = self.usable();
         let etag = current.as_ref().and_then(|l| l.etag.as_deref());
         let fetched = inner.api.get_json(&inner.releases_path, etag).await;
         let updated = match (fetched, current) {
             (Ok(Fetched::NotModified), Some(listing)) => Listing {
                 confirmed: Instant::now(),
-                retry_at: None,
                 ..listing
             },
-            (Ok(Fetched::NotModified), None) => {
-                return Err(StoreError::Unavailable {
-                    message: "GitHub answered 304 to an unconditional request".into(),
-                    source: None,
-                });
-            }
             (Ok(Fetched::Fresh { body, etag }), _) => {
-                let releases: Vec<Release> =
-                    serde_json::from_slice(&body).map_err(|err| StoreError::Unavailable {
+                match serde_json::from_slice::<Vec<Release>>(&body) {
+                    Ok(releases) => Listing {
+                        releases: Arc::new(model::servable(releases)),
+                        etag,
+                        confirmed: Instant::now(),
+                    },
+                    Err(err) => self.failed(StoreError::Unavailable {
                         message: format!("GitHub's list of releases does not parse: {err}"),
                         source: None,
-                    })?;
-                Listing {
-                    releases: Arc::new(model::servable(releases)),
-                    etag,
-                    confirmed: Instant::now(),
-                    retry_at: None,
+                    })?,
                 }
             }
-            (Err(err), Some(listing))
-                if listing.confirmed.elapsed() < inner.ttl + inner.stale_if_error =>
-            {
-                tracing::warn!(error = %err, "GitHub failed; using the last list of releases");
-                self.lookup("stale");
-                let releases = listing.releases.clone();
-                self.store(Listing {
-                    retry_at: Some(Instant::now() + RETRY_GAP),
-                    ..listing
-                });
-                return Ok(releases);
-            }
-            (Err(err), _) => return Err(err),
+            (Ok(Fetched::NotModified), None) => self.failed(StoreError::Unavailable {
+                message: "GitHub answered 304 to an unconditional request".into(),
+                source: None,
+            })?,
+            (Err(err), _) => self.failed(err)?,
         };
         let releases = updated.releases.clone();
-        self.store(updated);
+        if let Ok(mut state) = inner.state.lock() {
+            *state = Known {
+                listing: Some(updated),
+                failed_at: None,
+                failure: None,
+            };
+        }
         Ok(releases)
     }
 
-    fn current(&self) -> Option<Listing> {
-        self.inner.listing.lock().ok().and_then(|l| l.clone())
+    /// The answer that needs no request: a fresh list; or, within [`RETRY_GAP`] of a
+    /// failure, the last usable list or that failure. `None`: ask GitHub.
+    fn without_request(&self) -> Option<Result<Arc<Vec<ChannelRelease>>, StoreError>> {
+        let state = self.inner.state.lock().ok()?;
+        if let Some(listing) = &state.listing
+            && listing.confirmed.elapsed() < self.inner.ttl
+        {
+            self.lookup("hit");
+            return Some(Ok(listing.releases.clone()));
+        }
+        if state.failed_at.is_none_or(|at| at.elapsed() >= RETRY_GAP) {
+            return None;
+        }
+        if let Some(listing) = &state.listing
+            && listing.confirmed.elapsed() < self.inner.ttl + self.inner.stale_if_error
+        {
+            self.lookup("stale");
+            return Some(Ok(listing.releases.clone()));
+        }
+        let failure = state.failure.as_ref().map(StoreError::duplicate)?;
+        Some(Err(failure))
     }
 
-    fn store(&self, listing: Listing) {
-        if let Ok(mut slot) = self.inner.listing.lock() {
-            *slot = Some(listing);
+    /// The last list, while it may still stand in (within `stale_if_error`).
+    fn usable(&self) -> Option<Listing> {
+        let state = self.inner.state.lock().ok()?;
+        state
+            .listing
+            .clone()
+            .filter(|l| l.confirmed.elapsed() < self.inner.ttl + self.inner.stale_if_error)
+    }
+
+    /// Records a failed request; answers with the last usable list, else the error.
+    fn failed(&self, err: StoreError) -> Result<Listing, StoreError> {
+        let usable = self.usable();
+        if let Ok(mut state) = self.inner.state.lock() {
+            state.failed_at = Some(Instant::now());
+            state.failure = Some(err.duplicate());
+        }
+        match usable {
+            Some(listing) => {
+                tracing::warn!(error = %err, "GitHub failed; using the last list of releases");
+                self.lookup("stale");
+                Ok(listing)
+            }
+            None => Err(err),
         }
     }
 
