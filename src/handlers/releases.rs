@@ -27,7 +27,20 @@ pub async fn get_release(
     let key = ObjectKey::release_from_url_path(raw)?;
     let object = match app.origins.open(&key).await? {
         Opened::Object(object) => object,
-        Opened::Redirect(url) => return redirect(&app, &url),
+        Opened::Redirect(url) => {
+            // The download starts at GitHub; it is counted here, where we see it.
+            let from_start = headers
+                .get(header::RANGE)
+                .and_then(|v| v.to_str().ok())
+                .is_none_or(|r| r.trim_start().starts_with("bytes=0-"));
+            if method == Method::GET
+                && from_start
+                && let Some(labels) = download_labels(key.as_str())
+            {
+                app.metrics.downloads.with_label_values(&labels).inc();
+            }
+            return redirect(&app, &url);
+        }
     };
     let guard = (method == Method::GET).then(|| app.metrics.download_guard());
     let response = ObjectResponse {

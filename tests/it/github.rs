@@ -293,6 +293,12 @@ async fn a_manifest_the_store_lacks_is_served_from_github() {
         bytes[..] == zip[..],
         "the redirect leads to the exact bytes"
     );
+    let downloads = |labels: [&str; 4]| state.metrics.downloads.with_label_values(&labels).get();
+    assert_eq!(
+        downloads(["latest", "1.2.0", "darwin", "x64"]),
+        1,
+        "counted at the redirect"
+    );
     let latest = get(&router, "/latest/mac", &[]).await;
     assert_eq!(latest.status, 302);
     assert_eq!(

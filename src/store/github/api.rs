@@ -171,10 +171,16 @@ impl Api {
                 return Ok(response);
             }
             url = location(&url, response.headers()).ok_or_else(|| {
-                unavailable(format!("redirect without a Location from GitHub: {url}"))
+                unavailable(format!(
+                    "redirect without a Location from GitHub: {}",
+                    without_query(&url)
+                ))
             })?;
         }
-        Err(unavailable(format!("too many redirects downloading {url}")))
+        Err(unavailable(format!(
+            "too many redirects downloading {}",
+            without_query(&url)
+        )))
     }
 
     /// Reads a whole body of at most `max` bytes.
@@ -185,7 +191,7 @@ impl Api {
         {
             return Err(unavailable(format!(
                 "GitHub answer over {max} bytes: {}",
-                response.url()
+                without_query(response.url().as_str())
             )));
         }
         let body = tokio::time::timeout(self.timeout, response.bytes())
@@ -227,7 +233,11 @@ impl Api {
             }
             Ok(Err(err)) => {
                 self.count("error");
-                return Err(unavailable(format!("GitHub request failed: {err}")));
+                // Without the URL: a signed storage URL is a credential for a few minutes.
+                return Err(unavailable(format!(
+                    "GitHub request failed: {}",
+                    err.without_url()
+                )));
             }
             Ok(Ok(response)) => response,
         };
@@ -320,6 +330,11 @@ fn backoff(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Option<D
         return None;
     };
     Some(wait.min(MAX_BACKOFF))
+}
+
+/// A URL for the log: a signed storage URL's query is its signature.
+fn without_query(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(path, _)| path)
 }
 
 /// The absolute URL a redirect points to.
