@@ -5,14 +5,19 @@
 
 pub mod breaker;
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use self::breaker::CircuitBreaker;
+use crate::cache::MAX_MANIFEST_BYTES;
 use crate::config::{Config, FallbackReason, Secrets, StoreKind};
 use crate::metrics::Metrics;
 use crate::store::github::{GitHubObject, GitHubOrigin};
+use crate::store::key::KeyKind;
 use crate::store::{Object, ObjectKey, Store, StoreError};
+
+/// Total bytes of the last good copies of mutable objects.
+const LAST_GOOD_WEIGHT: u64 = 16 * 1024 * 1024;
 
 /// What an origin gives for an artifact.
 pub enum Opened {
@@ -20,6 +25,12 @@ pub enum Opened {
     Object(Object),
     /// Its public URL elsewhere (a public GitHub repository's download link).
     Redirect(String),
+}
+
+/// A last good copy and when an origin last confirmed it.
+struct Kept {
+    object: Object,
+    confirmed: Mutex<Instant>,
 }
 
 /// The store's answer, or why to ask the fallback.
@@ -37,6 +48,9 @@ pub struct Origins {
     github: Option<GitHubOrigin>,
     fallback_on: Vec<FallbackReason>,
     breaker: CircuitBreaker,
+    /// Last good copies of small mutable objects (manifests read through `/releases`).
+    last_good: moka::future::Cache<ObjectKey, Arc<Kept>>,
+    stale_if_error: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -79,6 +93,17 @@ impl Origins {
                 config.store.circuit_failures,
                 config.store.circuit_open_for,
             ),
+            last_good: moka::future::Cache::builder()
+                .max_capacity(LAST_GOOD_WEIGHT)
+                .weigher(|_: &ObjectKey, kept: &Arc<Kept>| {
+                    u32::try_from(kept.object.meta.size)
+                        .unwrap_or(u32::MAX)
+                        .max(256)
+                })
+                // Unused copies go; a used one is checked against `stale_if_error` itself.
+                .time_to_idle(config.cache.stale_if_error)
+                .build(),
+            stale_if_error: config.cache.stale_if_error,
             metrics,
         })
     }
@@ -102,8 +127,65 @@ impl Origins {
         self.breaker.is_open(Instant::now())
     }
 
-    /// An artifact: from the store, else (by policy) from GitHub.
+    /// An object for `/releases/...`: from the store, else (by policy) from GitHub. A
+    /// mutable manifest (`releases/latest/...`) that both fail to give is served from its
+    /// last good copy, for up to `cache.stale_if_error`: electron-updater pointed straight at
+    /// the bucket layout reads its channel file here.
     pub async fn open(&self, key: &ObjectKey) -> Result<Opened, StoreError> {
+        if key.kind() != KeyKind::Mutable {
+            return self.open_from_origins(key).await;
+        }
+        match self.open_from_origins(key).await {
+            Ok(Opened::Object(object)) if object.meta.size <= MAX_MANIFEST_BYTES => {
+                Ok(Opened::Object(self.keep_copy(key, object).await))
+            }
+            Err(err) if !matches!(err, StoreError::NotFound { .. }) => {
+                let kept = self.last_good.get(key).await.filter(|kept| {
+                    kept.confirmed
+                        .lock()
+                        .is_ok_and(|at| at.elapsed() < self.stale_if_error)
+                });
+                match kept {
+                    Some(kept) => {
+                        tracing::warn!(key = %key, error = %err, "origins failed; serving the last good copy");
+                        self.metrics.fallback.with_label_values(&["stale"]).inc();
+                        Ok(Opened::Object(kept.object.clone()))
+                    }
+                    None => Err(err),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Keeps a copy of a small mutable object (read once per version of it: a copy with the
+    /// same ETag is kept as it is), and returns what to serve.
+    async fn keep_copy(&self, key: &ObjectKey, object: Object) -> Object {
+        if let Some(kept) = self.last_good.get(key).await
+            && kept.object.meta == object.meta
+        {
+            if let Ok(mut confirmed) = kept.confirmed.lock() {
+                *confirmed = Instant::now();
+            }
+            return kept.object.clone();
+        }
+        match object.read_all(key).await {
+            Ok(bytes) => {
+                let copy = Object::from_bytes(object.meta.clone(), bytes);
+                let kept = Arc::new(Kept {
+                    object: copy.clone(),
+                    confirmed: Mutex::new(Instant::now()),
+                });
+                self.last_good.insert(key.clone(), kept).await;
+                copy
+            }
+            // Serve it streamed as usual; the next request tries to keep a copy again.
+            Err(_) => object,
+        }
+    }
+
+    /// An object from the store, else (by policy) from GitHub.
+    async fn open_from_origins(&self, key: &ObjectKey) -> Result<Opened, StoreError> {
         let (reason, store_error) = match self.ask_store(key, |s| s.open(key)).await {
             StoreStep::Answered(object) => return Ok(Opened::Object(object)),
             StoreStep::Fallback { reason, error } => (reason, error),

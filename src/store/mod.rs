@@ -256,7 +256,6 @@ impl Store {
     /// The whole of a small object, or `None` when there is none. An object over `max`
     /// bytes is not what the caller is looking for (a manifest): it counts as missing.
     pub async fn get_bytes(&self, key: &ObjectKey, max: u64) -> Result<Option<Bytes>, StoreError> {
-        use futures_util::StreamExt;
         let object = match self.open(key).await {
             Ok(object) => object,
             Err(StoreError::NotFound { .. }) => return Ok(None),
@@ -266,19 +265,7 @@ impl Store {
             tracing::warn!(key = %key, size = object.meta.size, max, "object too large; treated as missing");
             return Ok(None);
         }
-        let Some(whole) = ByteRange::whole(object.meta.size) else {
-            return Ok(Some(Bytes::new()));
-        };
-        let mut stream = object.read(whole);
-        let mut buf =
-            bytes::BytesMut::with_capacity(usize::try_from(object.meta.size).unwrap_or(0));
-        while let Some(chunk) = stream.next().await {
-            buf.extend_from_slice(&chunk.map_err(|err| StoreError::Unavailable {
-                message: format!("reading {key}"),
-                source: Some(err),
-            })?);
-        }
-        Ok(Some(buf.freeze()))
+        object.read_all(key).await.map(Some)
     }
 
     /// SHA-512 of an object's bytes, or `None` when there is no such object.
@@ -323,6 +310,48 @@ enum ObjectSource {
 }
 
 impl Object {
+    /// An object held in memory (a last good copy).
+    pub fn from_bytes(meta: ObjectMeta, bytes: Bytes) -> Self {
+        Self {
+            meta,
+            source: ObjectSource::Fs(fs::FsSource::Memory(bytes)),
+        }
+    }
+
+    /// Its bytes, when they are already in memory.
+    pub fn in_memory(&self) -> Option<Bytes> {
+        match &self.source {
+            ObjectSource::Fs(fs::FsSource::Memory(bytes)) => Some(bytes.clone()),
+            _ => None,
+        }
+    }
+
+    /// Reads the whole object (`key` names it in errors). For small objects only.
+    pub async fn read_all(&self, key: &ObjectKey) -> Result<Bytes, StoreError> {
+        use futures_util::StreamExt;
+        if let Some(bytes) = self.in_memory() {
+            return Ok(bytes);
+        }
+        let Some(whole) = ByteRange::whole(self.meta.size) else {
+            return Ok(Bytes::new());
+        };
+        let mut stream = self.read(whole);
+        let mut buf = bytes::BytesMut::with_capacity(usize::try_from(self.meta.size).unwrap_or(0));
+        while let Some(chunk) = stream.next().await {
+            buf.extend_from_slice(&chunk.map_err(|err| StoreError::Unavailable {
+                message: format!("reading {key}"),
+                source: Some(err),
+            })?);
+        }
+        if buf.len() as u64 != self.meta.size {
+            return Err(StoreError::Unavailable {
+                message: format!("{key} changed size while read"),
+                source: None,
+            });
+        }
+        Ok(buf.freeze())
+    }
+
     /// Streams `range` of the object. Nothing is read until the stream is polled, and the
     /// read stops when the stream is dropped (the client went away).
     pub fn read(&self, range: ByteRange) -> ByteStream {

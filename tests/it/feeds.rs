@@ -697,6 +697,11 @@ async fn a_failing_store_gets_the_last_good_manifest() {
     let path = "/update/linux/x64/1.0.0/latest-linux.yml";
     let good = get(&router, path, &[]).await;
     assert_eq!(good.status, 200);
+    // The same channel file read straight through /releases (electron-updater pointed at
+    // the bucket layout).
+    let raw_path = "/releases/latest/latest-linux.yml";
+    let raw = get(&router, raw_path, &[]).await;
+    assert_eq!(raw.status, 200);
     // A FIFO in place of the manifest: opening it blocks, so the store times out.
     let manifest = fx.root().join("releases/latest/latest-linux.yml");
     std::fs::remove_file(&manifest).expect("rm");
@@ -733,6 +738,15 @@ async fn a_failing_store_gets_the_last_good_manifest() {
         state.metrics.fallback.with_label_values(&["stale"]).get(),
         1,
         "served as a fallback once the revalidation had failed"
+    );
+    // Read straight through /releases, the channel file is its last good copy too.
+    let raw_stale = get(&router, raw_path, &[]).await;
+    assert_eq!(raw_stale.status, 200, "{:?}", raw_stale.body);
+    assert_eq!(raw_stale.body, raw.body);
+    assert_eq!(raw_stale.header("etag"), raw.header("etag"));
+    assert_eq!(
+        state.metrics.fallback.with_label_values(&["stale"]).get(),
+        2
     );
     // Release the blocked open so that the runtime can shut down.
     let writer = std::thread::spawn(move || {
