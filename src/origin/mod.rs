@@ -108,11 +108,6 @@ impl Origins {
         })
     }
 
-    /// The store, when there is one.
-    pub fn store(&self) -> Option<&Store> {
-        self.store.as_ref()
-    }
-
     /// Names of the configured origins, for logs and `/readyz`.
     pub fn describe(&self) -> String {
         let mut names: Vec<&str> = self.store.iter().map(Store::kind).collect();
