@@ -638,9 +638,28 @@ async fn rate_limits_are_honoured_with_back_off() {
 async fn a_private_download_is_byte_exact_with_ranges_and_never_leaks_the_token() {
     let gh = GitHubStandIn::start().await;
     let zip = publish_releases(&gh);
+    // A Tauri release as tauri-action publishes it: absolute github.com URLs.
+    let tarball = pattern(7_777);
+    let tarball_url = format!(
+        "{}/acme/app/releases/download/v1.2.1/App.app.tar.gz",
+        gh.web_url()
+    );
+    let tauri = serde_json::json!({
+        "version": "1.2.1",
+        "notes": "Tauri build",
+        "pub_date": "2026-11-02T12:00:00Z",
+        "platforms": {
+            "darwin-x86_64": { "signature": "c2lnbmF0dXJl", "url": tarball_url },
+        },
+    });
+    gh.add_release(
+        ReleaseSpec::new("v1.2.1")
+            .asset("latest.json", tauri.to_string())
+            .asset("App.app.tar.gz", tarball.clone()),
+    );
     gh.set_private(true);
     let mut fx = empty_store_with(&gh);
-    crate::support::on_free_port(&mut fx.config);
+    let public = crate::support::on_free_port(&mut fx.config);
     let secrets = Secrets {
         github_token: Some(SecretString::from(GitHubStandIn::TOKEN)),
         ..Secrets::default()
@@ -730,6 +749,26 @@ async fn a_private_download_is_byte_exact_with_ranges_and_never_leaks_the_token(
         zip_asset_calls, 2,
         "one redirect for the zip, one for the manifest: {api:?}"
     );
+
+    // The Tauri manifest's github.com URL, which a client without the token cannot fetch,
+    // becomes a URL through release-edge, which streams the archive.
+    let check = client
+        .get(server.url("/update/darwin/x64/1.0.0"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("tauri check");
+    assert_eq!(check.status(), 200);
+    let answer: serde_json::Value = check.json().await.expect("json");
+    let through_us = format!("{public}/releases/v1.2.1/App.app.tar.gz");
+    assert_eq!(answer["url"], through_us.as_str());
+    assert_eq!(answer["signature"], "c2lnbmF0dXJl");
+    let archive = client.get(&through_us).send().await.expect("archive");
+    assert_eq!(archive.status(), 200);
+    assert_eq!(archive.bytes().await.expect("body")[..], tarball[..]);
+    for hit in gh.hits_on(Host::Storage, "/") {
+        assert_eq!(hit.authorization, None, "{hit:?}");
+    }
 }
 
 #[tokio::test]

@@ -173,6 +173,12 @@ impl GitHubOrigin {
             })
             .await
             .map_err(|err| err.duplicate())?;
+        if inner.private && key.file_name().ends_with(".json") {
+            let releases = self.releases().await?;
+            return Ok(Some(
+                tauri_urls_through_us(&body, &releases).unwrap_or(body),
+            ));
+        }
         Ok(Some(body))
     }
 
@@ -337,6 +343,36 @@ impl GitHubOrigin {
             .with_label_values(&["github_releases", result])
             .inc();
     }
+}
+
+/// A Tauri manifest of a private repository with its `github.com` download URLs (what
+/// tauri-action writes, and what a client without the token cannot fetch) turned into file
+/// names, which the manifest parser makes `{public_url}/releases/v{version}/{name}` URLs:
+/// the download then goes through release-edge, which streams it with the token. Only URLs
+/// of the manifest's own release are rewritten. `None`: nothing to rewrite.
+fn tauri_urls_through_us(body: &[u8], releases: &[ChannelRelease]) -> Option<Bytes> {
+    let mut manifest: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let version = crate::release::parse_version(manifest.get("version")?.as_str()?)?;
+    let release = releases.iter().find(|r| r.version == version)?;
+    let mut changed = false;
+    for entry in manifest.get_mut("platforms")?.as_object_mut()?.values_mut() {
+        let Some(url) = entry.get_mut("url") else {
+            continue;
+        };
+        let asset = release
+            .release
+            .assets
+            .iter()
+            .find(|a| url.as_str() == Some(a.browser_download_url.as_str()));
+        if let Some(asset) = asset {
+            *url = serde_json::Value::String(asset.name.clone());
+            changed = true;
+        }
+    }
+    if !changed {
+        return None;
+    }
+    serde_json::to_vec(&manifest).ok().map(Bytes::from)
 }
 
 /// The bytes of a private asset, fetched from GitHub's storage host per range.
