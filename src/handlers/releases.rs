@@ -33,12 +33,7 @@ pub async fn get_release(
                 .get(header::RANGE)
                 .and_then(|v| v.to_str().ok())
                 .is_none_or(|r| r.trim_start().starts_with("bytes=0-"));
-            if method == Method::GET
-                && from_start
-                && let Some(labels) = download_labels(key.as_str())
-            {
-                app.metrics.downloads.with_label_values(&labels).inc();
-            }
+            count_download(&app, &method, &key, from_start);
             return redirect(&app, &url);
         }
     };
@@ -50,13 +45,19 @@ pub async fn get_release(
         guard,
     }
     .respond(&method, &headers)?;
-    if method == Method::GET
-        && carries_first_byte(&response)
+    count_download(&app, &method, &key, carries_first_byte(&response));
+    Ok(response)
+}
+
+/// Counts a download of an installer or update archive that starts (`from_start`) with
+/// this `GET`.
+fn count_download(app: &AppState, method: &Method, key: &ObjectKey, from_start: bool) {
+    if *method == Method::GET
+        && from_start
         && let Some(labels) = download_labels(key.as_str())
     {
         app.metrics.downloads.with_label_values(&labels).inc();
     }
-    Ok(response)
 }
 
 /// A download "starts" with the response that carries byte 0: a whole body, or the first

@@ -2,12 +2,10 @@
 
 use std::time::Duration;
 
-use base64::Engine;
 use release_edge::release::rollout;
 use serde_norway::Value;
-use sha2::{Digest, Sha512};
 
-use crate::support::{Fixture, eventually, get, get_until, pattern};
+use crate::support::{Fixture, channel_yml, eventually, get, get_until, pattern};
 
 const PUBLIC: &str = "https://dl.example.com";
 const MAC_SAFARI: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15";
@@ -20,7 +18,6 @@ const JSON: (&str, &str) = ("accept", "application/json");
 struct ReleaseBuilder<'a> {
     fx: &'a Fixture,
     version: &'a str,
-    date: &'a str,
     extra: String,
 }
 
@@ -29,7 +26,6 @@ impl<'a> ReleaseBuilder<'a> {
         Self {
             fx,
             version,
-            date: "2026-11-01T12:00:00.000Z",
             extra: String::new(),
         }
     }
@@ -41,29 +37,19 @@ impl<'a> ReleaseBuilder<'a> {
 
     /// Writes `files` and the channel file `channel_file` listing them.
     fn channel(&self, channel_file: &str, files: &[&str]) -> &Self {
-        let mut yaml = format!("version: {}\nfiles:\n", self.version);
-        for (i, name) in files.iter().enumerate() {
-            let bytes = pattern(1000 + i * 37 + self.version.len());
+        let contents: Vec<Vec<u8>> = (0..files.len())
+            .map(|i| pattern(1000 + i * 37 + self.version.len()))
+            .collect();
+        for (name, bytes) in files.iter().zip(&contents) {
             self.fx
-                .write(&format!("releases/v{}/{name}", self.version), &bytes);
-            let sha = base64::engine::general_purpose::STANDARD.encode(Sha512::digest(&bytes));
-            yaml.push_str(&format!(
-                "  - url: {name}\n    sha512: {sha}\n    size: {}\n",
-                bytes.len()
-            ));
-            if i == 0 {
-                yaml.push_str("    blockMapSize: 123\n");
-            }
+                .write(&format!("releases/v{}/{name}", self.version), bytes);
         }
-        let sha = yaml
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("sha512: "))
-            .unwrap_or_default()
-            .to_owned();
-        yaml.push_str(&format!(
-            "path: {}\nsha512: {sha}\nreleaseDate: '{}'\n{}",
-            files[0], self.date, self.extra
-        ));
+        let listed: Vec<(&str, &[u8])> = files
+            .iter()
+            .zip(&contents)
+            .map(|(name, bytes)| (*name, bytes.as_slice()))
+            .collect();
+        let yaml = channel_yml(self.version, &listed, Some(123)) + &self.extra;
         self.fx
             .write(&format!("releases/v{}/{channel_file}", self.version), &yaml);
         self.fx

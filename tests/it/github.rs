@@ -17,7 +17,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::github_standin::{GitHubStandIn, Host, ReleaseSpec};
 use crate::support::{
-    BinaryServer, Fixture, Reply, TestServer, eventually, get, get_until, pattern,
+    BinaryServer, Fixture, Reply, TestServer, channel_yml, eventually, get, get_until, pattern,
 };
 
 const MAC_ZIP: &str = "App-1.2.0-mac.zip";
@@ -25,26 +25,6 @@ const LIST: &str = "/repos/acme/app/releases";
 const MAC_FEED: &str = "/update/darwin/arm64/1.0.0/latest-mac.yml";
 const WIN_FEED: &str = "/update/win32/x64/1.0.0/RELEASES";
 const JSON: (&str, &str) = ("accept", "application/json");
-
-/// An electron-builder channel file listing `files` (name, bytes), as the builder writes it.
-fn channel_yml(version: &str, files: &[(&str, &[u8])]) -> String {
-    let sha =
-        |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(Sha512::digest(bytes));
-    let mut yaml = format!("version: {version}\nfiles:\n");
-    for (name, bytes) in files {
-        yaml.push_str(&format!(
-            "  - url: {name}\n    sha512: {}\n    size: {}\n",
-            sha(bytes),
-            bytes.len()
-        ));
-    }
-    yaml.push_str(&format!(
-        "path: {}\nsha512: {}\nreleaseDate: '2026-11-01T12:00:00.000Z'\n",
-        files[0].0,
-        sha(files[0].1)
-    ));
-    yaml
-}
 
 /// What the stand-in's repository holds: a stable 1.2.0 for macOS and Windows (channel
 /// files, Squirrel `RELEASES`, a minisign signature), a 1.3.0-beta.1 pre-release and a
@@ -57,7 +37,7 @@ fn publish_releases(gh: &GitHubStandIn) -> Vec<u8> {
         ReleaseSpec::new("v1.2.0")
             .asset(
                 "latest-mac.yml",
-                channel_yml("1.2.0", &[(MAC_ZIP, &zip), ("App-1.2.0.dmg", &dmg)]),
+                channel_yml("1.2.0", &[(MAC_ZIP, &zip), ("App-1.2.0.dmg", &dmg)], None),
             )
             .asset(MAC_ZIP, zip.clone())
             .asset("App-1.2.0.dmg", dmg)
@@ -77,7 +57,7 @@ fn publish_releases(gh: &GitHubStandIn) -> Vec<u8> {
             .prerelease()
             .asset(
                 "beta-mac.yml",
-                channel_yml("1.3.0-beta.1", &[("App-1.3.0-beta.1-mac.zip", &beta)]),
+                channel_yml("1.3.0-beta.1", &[("App-1.3.0-beta.1-mac.zip", &beta)], None),
             )
             .asset("App-1.3.0-beta.1-mac.zip", beta),
     );
@@ -87,7 +67,7 @@ fn publish_releases(gh: &GitHubStandIn) -> Vec<u8> {
             .draft()
             .asset(
                 "latest-mac.yml",
-                channel_yml("2.0.0", &[("App-2.0.0-mac.zip", &draft)]),
+                channel_yml("2.0.0", &[("App-2.0.0-mac.zip", &draft)], None),
             )
             .asset("App-2.0.0-mac.zip", draft),
     );
@@ -338,7 +318,7 @@ async fn the_store_answers_first_and_fallback_reasons_are_configurable() {
     let files = [("App-1.1.0-mac.zip", &b"zip"[..])];
     fx.write(
         "releases/latest/latest-mac.yml",
-        channel_yml("1.1.0", &files),
+        channel_yml("1.1.0", &files, None),
     );
     fx.write("releases/v1.1.0/App-1.1.0-mac.zip", "zip");
     let router = fx.router();
@@ -411,9 +391,9 @@ async fn a_store_that_is_down_falls_back_and_the_circuit_opens() {
 
     // Neither origin answers: not ready.
     gh.set_api_down(true);
-    let mut config = hanging_store_with(&gh, &hole).0;
+    let (mut config, secrets) = hanging_store_with(&gh, &hole);
     config.server.readiness_interval = Duration::from_millis(1);
-    let (_, cold) = state_of(config, hanging_store_with(&gh, &hole).1);
+    let (_, cold) = state_of(config, secrets);
     let not_ready = get(&cold, "/readyz", &[]).await;
     assert_eq!(not_ready.status, 503);
     assert_eq!(not_ready.json()["error"], "not_ready");
@@ -585,7 +565,7 @@ async fn revalidation_answered_304_costs_no_rate_limit_and_runs_behind_the_answe
     gh.replace_asset(
         "v1.2.0",
         "latest-mac.yml",
-        channel_yml("1.2.1", &[("App-1.2.1-mac.zip", &zip)]),
+        channel_yml("1.2.1", &[("App-1.2.1-mac.zip", &zip)], None),
     );
     tokio::time::sleep(Duration::from_millis(250)).await;
     get_until(&router, MAC_FEED, |r| yaml(r)["version"] == "1.2.1").await;

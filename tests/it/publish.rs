@@ -9,7 +9,7 @@ use base64::Engine;
 use serde_norway::Value;
 use sha2::{Digest, Sha512};
 
-use crate::support::{Fixture, get, get_until, pattern};
+use crate::support::{Fixture, channel_yml, get, get_until, pattern};
 
 /// An electron-builder output folder.
 pub struct Dist {
@@ -20,19 +20,11 @@ impl Dist {
     /// A folder for `version` with `files` (name, bytes) listed in `channel_file`.
     pub fn new(version: &str, channel_file: &str, files: &[(&str, Vec<u8>)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut yaml = format!("version: {version}\nfiles:\n");
         for (name, bytes) in files {
             std::fs::write(dir.path().join(name), bytes).expect("write artifact");
-            let sha = base64::engine::general_purpose::STANDARD.encode(Sha512::digest(bytes));
-            yaml.push_str(&format!(
-                "  - url: {name}\n    sha512: {sha}\n    size: {}\n",
-                bytes.len()
-            ));
         }
-        yaml.push_str(&format!(
-            "path: {}\nsha512: x\nreleaseDate: '2026-11-01T12:00:00.000Z'\n",
-            files[0].0
-        ));
+        let listed: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+        let yaml = channel_yml(version, &listed, None);
         std::fs::write(dir.path().join(channel_file), yaml).expect("write channel file");
         std::fs::write(dir.path().join("builder-debug.yml"), "x: 1\n").expect("noise");
         Self { dir }

@@ -11,12 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use release_edge::config::{Config, Secrets};
 use release_edge::server::Server;
 use release_edge::{App, AppState};
+use sha2::{Digest, Sha512};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
@@ -36,6 +38,31 @@ pub fn pattern(len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// The channel file electron-builder writes for `version`: each of `files` (name, bytes)
+/// with its sha512 and size (`blockMapSize` on the first when given), the first also as
+/// `path`/`sha512`, and a `releaseDate`.
+pub fn channel_yml(version: &str, files: &[(&str, &[u8])], first_block_map: Option<u64>) -> String {
+    let sha =
+        |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(Sha512::digest(bytes));
+    let mut yaml = format!("version: {version}\nfiles:\n");
+    for (i, (name, bytes)) in files.iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - url: {name}\n    sha512: {}\n    size: {}\n",
+            sha(bytes),
+            bytes.len()
+        ));
+        if let (0, Some(block_map)) = (i, first_block_map) {
+            yaml.push_str(&format!("    blockMapSize: {block_map}\n"));
+        }
+    }
+    yaml.push_str(&format!(
+        "path: {}\nsha512: {}\nreleaseDate: '2026-11-01T12:00:00.000Z'\n",
+        files[0].0,
+        sha(files[0].1)
+    ));
+    yaml
 }
 
 /// A store with files, and the config that serves it: a local directory, or a bucket of a
