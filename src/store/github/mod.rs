@@ -74,10 +74,8 @@ struct Inner {
 struct Known {
     /// The last list GitHub gave.
     listing: Option<Listing>,
-    /// When the last request failed (cleared by a success).
-    failed_at: Option<Instant>,
-    /// How it failed.
-    failure: Option<StoreError>,
+    /// When and how the last request failed (cleared by a success).
+    failed: Option<(Instant, StoreError)>,
 }
 
 #[derive(Clone)]
@@ -280,8 +278,7 @@ impl GitHubOrigin {
         if let Ok(mut state) = inner.state.lock() {
             *state = Known {
                 listing: Some(updated),
-                failed_at: None,
-                failure: None,
+                failed: None,
             };
         }
         Ok(releases)
@@ -297,17 +294,17 @@ impl GitHubOrigin {
             self.lookup("hit");
             return Some(Ok(listing.releases.clone()));
         }
-        if state.failed_at.is_none_or(|at| at.elapsed() >= RETRY_GAP) {
-            return None;
-        }
+        let (_, failure) = state
+            .failed
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < RETRY_GAP)?;
         if let Some(listing) = &state.listing
             && listing.confirmed.elapsed() < self.inner.ttl + self.inner.stale_if_error
         {
             self.lookup("stale");
             return Some(Ok(listing.releases.clone()));
         }
-        let failure = state.failure.as_ref().map(StoreError::duplicate)?;
-        Some(Err(failure))
+        Some(Err(failure.duplicate()))
     }
 
     /// The last list, while it may still stand in (within `stale_if_error`).
@@ -323,8 +320,7 @@ impl GitHubOrigin {
     fn failed(&self, err: StoreError) -> Result<Listing, StoreError> {
         let usable = self.usable();
         if let Ok(mut state) = self.inner.state.lock() {
-            state.failed_at = Some(Instant::now());
-            state.failure = Some(err.duplicate());
+            state.failed = Some((Instant::now(), err.duplicate()));
         }
         match usable {
             Some(listing) => {
