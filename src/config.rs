@@ -41,6 +41,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Prices for the dashboard's cost estimate.
+    pub cost: CostConfig,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ impl Default for Config {
             github: None,
             server: ServerConfig::default(),
             log: LogConfig::default(),
+            cost: CostConfig::default(),
         }
     }
 }
@@ -306,6 +309,16 @@ impl Default for LogConfig {
     }
 }
 
+/// `[cost]`: optional prices, exported as metrics so that a dashboard turns bytes into money.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostConfig {
+    /// What one GiB of egress costs, in the operator's currency (`0.09` for AWS's first
+    /// tier out to the internet). Exported as `release_edge_egress_cost_per_gib`; unset, that
+    /// metric is absent and the dashboard's cost panels show no data.
+    pub egress_per_gib: Option<f64>,
+}
+
 /// Secrets: read from the environment only, never from the file, never printed.
 #[derive(Default)]
 pub struct Secrets {
@@ -497,6 +510,14 @@ impl Config {
                 "\"none\" needs a [github] origin to serve from",
             ));
         }
+        if let Some(price) = self.cost.egress_per_gib
+            && !(price.is_finite() && price >= 0.0)
+        {
+            return Err(invalid(
+                "cost.egress_per_gib",
+                "must be a price of 0 or more",
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", "not a tracing filter directive"));
         }
@@ -529,6 +550,7 @@ mod tests {
             jail.set_env("RELEASE_EDGE_LISTEN", "127.0.0.1:9999");
             jail.set_env("RELEASE_EDGE_CACHE__MANIFEST_TTL", "2m 30s");
             jail.set_env("RELEASE_EDGE_ADMIN_TOKENS", "a,b");
+            jail.set_env("RELEASE_EDGE_COST__EGRESS_PER_GIB", "0.085");
             let config = load(
                 jail,
                 r#"
@@ -547,6 +569,7 @@ mod tests {
             assert_eq!(config.cache.manifest_max_age, 120);
             assert_eq!(config.cache.stale_if_error, Duration::from_secs(86_400));
             assert_eq!(config.server.shutdown_grace, Duration::from_secs(30));
+            assert_eq!(config.cost.egress_per_gib, Some(0.085));
             Ok(())
         });
     }
@@ -594,6 +617,10 @@ mod tests {
                     "fallback_on",
                 ),
                 ("[github]\nowner = \"a\"\nrepo = \"\"\n", "github"),
+                ("[cost]\negress_per_gib = -0.01\n", "cost.egress_per_gib"),
+                ("[cost]\negress_per_gib = nan\n", "cost.egress_per_gib"),
+                ("[cost]\negress_per_gib = \"cheap\"\n", "egress_per_gib"),
+                ("[cost]\negress = 0.09\n", "egress"),
             ];
             for (toml, key) in cases {
                 // Top-level keys come first in TOML, so the store section goes last.

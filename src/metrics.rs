@@ -2,9 +2,11 @@
 //! its registry: no global statics, so every test builds its own.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+use crate::config::FallbackReason;
 
 /// Request-duration buckets, seconds: from a cached manifest answered in well under a
 /// millisecond to a large download that runs for minutes (duration is time to the end of
@@ -12,6 +14,55 @@ use prometheus::{
 const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// Actions of the release manager's API, each a value of
+/// `release_edge_admin_changes_total{action}` that exists (at 0) from the start.
+pub const ADMIN_ACTIONS: &[&str] = &[
+    "rollback", "policy", "halt", "resume", "rollout", "yank", "unyank", "purge",
+];
+
+/// `outcome` values of `release_edge_origin_requests_total{origin="store"}`.
+const STORE_OUTCOMES: &[&str] = &["ok", "not_found", "error", "timeout"];
+
+/// `outcome` values of `release_edge_origin_requests_total{origin="github"}` (a timeout is
+/// an `error` there).
+const GITHUB_OUTCOMES: &[&str] = &["ok", "not_modified", "not_found", "error", "rate_limited"];
+
+/// What a response body is, for `release_edge_served_bytes_total{origin,kind}`: a handler
+/// puts one in the response's extensions, and the observe layer counts the body's bytes
+/// under it as they are sent (a client that goes away is counted for what it got).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    /// Where the bytes came from: `store`, `github`, `stale` (a last good copy) or `cache`
+    /// (a feed rendered from the manifest cache).
+    pub origin: &'static str,
+    /// What they are.
+    pub kind: ServedKind,
+}
+
+/// The `kind` label of `release_edge_served_bytes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServedKind {
+    /// Channel files, feeds and other mutable objects.
+    Manifest,
+    /// Objects under `releases/v*/`: installers, update archives, blockmaps, signatures.
+    Artifact,
+    /// A redirect to another host, which sends the bytes (GitHub's public download links).
+    /// What is counted is what release-edge sent: the redirect's empty body. The size of the
+    /// object handed off is not known here yet (the GitHub origin does not pass it on).
+    Redirect,
+}
+
+impl ServedKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServedKind::Manifest => "manifest",
+            ServedKind::Artifact => "artifact",
+            ServedKind::Redirect => "redirect",
+        }
+    }
+}
 
 /// Every metric the server exports.
 pub struct Metrics {
@@ -39,6 +90,21 @@ pub struct Metrics {
     pub origin_duration: HistogramVec,
     /// `release_edge_fallback_total{reason}`.
     pub fallback: IntCounterVec,
+    /// `release_edge_served_bytes_total{origin,kind}`: body bytes by where they came from
+    /// and what they are (see [`Served`]).
+    pub served_bytes: IntCounterVec,
+    /// `release_edge_client_versions_total{channel,version}`: answered update checks by the
+    /// version the client runs (adoption); versions and channels the store does not hold
+    /// are `other`.
+    pub client_versions: IntCounterVec,
+    /// `release_edge_admin_changes_total{action}`: changes made through the admin API.
+    pub admin_changes: IntCounterVec,
+    /// `release_edge_cdn_purges_total{outcome}` (`ok`, `error`): CDN purges, retries done.
+    pub cdn_purges: IntCounterVec,
+    /// `release_edge_ready`: 1 when the last readiness evaluation found an origin answering.
+    pub ready: IntGauge,
+    /// `release_edge_store_circuit_open`: 1 while the store's circuit breaker is open.
+    pub store_circuit_open: IntGauge,
 }
 
 impl Metrics {
@@ -132,6 +198,58 @@ impl Metrics {
         registry.register(Box::new(origin_requests.clone()))?;
         registry.register(Box::new(origin_duration.clone()))?;
         registry.register(Box::new(fallback.clone()))?;
+        let served_bytes = IntCounterVec::new(
+            Opts::new(
+                "release_edge_served_bytes_total",
+                "Response body bytes by origin (store, github, stale, cache) and kind (manifest, artifact, redirect).",
+            ),
+            &["origin", "kind"],
+        )?;
+        let client_versions = IntCounterVec::new(
+            Opts::new(
+                "release_edge_client_versions_total",
+                "Answered update checks by channel and the version the client runs; versions and channels the store does not hold are `other`.",
+            ),
+            &["channel", "version"],
+        )?;
+        let admin_changes = IntCounterVec::new(
+            Opts::new(
+                "release_edge_admin_changes_total",
+                "Changes made through the admin API, by action.",
+            ),
+            &["action"],
+        )?;
+        for action in ADMIN_ACTIONS {
+            admin_changes.with_label_values(&[action]);
+        }
+        let cdn_purges = IntCounterVec::new(
+            Opts::new(
+                "release_edge_cdn_purges_total",
+                "CDN purges by outcome (ok, error), after retries.",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in ["ok", "error"] {
+            cdn_purges.with_label_values(&[outcome]);
+        }
+        let ready = IntGauge::new(
+            "release_edge_ready",
+            "1 when an origin answered the last readiness probe (/readyz), else 0.",
+        )?;
+        let store_circuit_open = IntGauge::new(
+            "release_edge_store_circuit_open",
+            "1 while the store's circuit breaker is open (requests skip the store), else 0.",
+        )?;
+        for collector in [
+            Box::new(served_bytes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(client_versions.clone()),
+            Box::new(admin_changes.clone()),
+            Box::new(cdn_purges.clone()),
+            Box::new(ready.clone()),
+            Box::new(store_circuit_open.clone()),
+        ] {
+            registry.register(collector)?;
+        }
         Ok(Self {
             registry,
             http_requests,
@@ -145,7 +263,54 @@ impl Metrics {
             origin_requests,
             origin_duration,
             fallback,
+            served_bytes,
+            client_versions,
+            admin_changes,
+            cdn_purges,
+            ready,
+            store_circuit_open,
         })
+    }
+
+    /// Creates at 0 the series of the configured origins that the alerts and the dashboard
+    /// watch. A counter whose series first appears at 1 shows no increase to `rate()` and
+    /// `increase()`, so without this the first store error, fallback or rate-limit refusal
+    /// after a start would go unseen.
+    pub fn init_origin_series(&self, store: bool, github: bool) {
+        let mut caches = vec!["manifest"];
+        if store {
+            for outcome in STORE_OUTCOMES {
+                self.origin_requests.with_label_values(&["store", outcome]);
+            }
+        }
+        if github {
+            for outcome in GITHUB_OUTCOMES {
+                self.origin_requests.with_label_values(&["github", outcome]);
+            }
+            // GitHub is the only fallback: without it no request falls back.
+            for reason in FallbackReason::ALL {
+                self.fallback.with_label_values(&[reason.as_str()]);
+            }
+            caches.push("github_releases");
+        }
+        for cache in caches {
+            for result in ["hit", "miss", "stale"] {
+                self.cache_lookups.with_label_values(&[cache, result]);
+            }
+        }
+        self.fallback.with_label_values(&["stale"]);
+    }
+
+    /// Exports `release_edge_egress_cost_per_gib` (`cost.egress_per_gib`), the price a
+    /// dashboard multiplies egress by. Not called without a price, so the metric is absent
+    /// rather than a misleading 0.
+    pub fn export_egress_cost(&self, per_gib: f64) -> Result<(), prometheus::Error> {
+        let gauge = Gauge::new(
+            "release_edge_egress_cost_per_gib",
+            "Configured price of one GiB of egress (cost.egress_per_gib), in the operator's currency.",
+        )?;
+        gauge.set(per_gib);
+        self.registry.register(Box::new(gauge))
     }
 
     /// The registry in Prometheus text exposition format.
@@ -206,6 +371,58 @@ mod tests {
             "release_edge_response_bytes_total{route=\"/healthz\"} 2",
             "release_edge_inflight_downloads 0",
             "release_edge_build_info{version=\"",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn series_the_alerts_watch_exist_from_the_start() {
+        let metrics = Metrics::new().unwrap();
+        let text = metrics.render();
+        for needle in [
+            "release_edge_admin_changes_total{action=\"rollback\"} 0",
+            "release_edge_admin_changes_total{action=\"yank\"} 0",
+            "release_edge_cdn_purges_total{outcome=\"ok\"} 0",
+            "release_edge_cdn_purges_total{outcome=\"error\"} 0",
+            "release_edge_ready 0",
+            "release_edge_store_circuit_open 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        // No price configured: no cost metric (a dashboard shows "no data", not 0).
+        assert!(!text.contains("release_edge_egress_cost_per_gib"));
+        metrics.export_egress_cost(0.085).unwrap();
+        assert!(
+            metrics
+                .render()
+                .contains("release_edge_egress_cost_per_gib 0.085"),
+            "{}",
+            metrics.render()
+        );
+    }
+
+    #[test]
+    fn origin_series_exist_only_for_configured_origins() {
+        let metrics = Metrics::new().unwrap();
+        metrics.init_origin_series(true, false);
+        let text = metrics.render();
+        for needle in [
+            "release_edge_origin_requests_total{origin=\"store\",outcome=\"error\"} 0",
+            "release_edge_origin_requests_total{origin=\"store\",outcome=\"timeout\"} 0",
+            "release_edge_fallback_total{reason=\"stale\"} 0",
+            "release_edge_cache_lookups_total{cache=\"manifest\",result=\"hit\"} 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        assert!(!text.contains("origin=\"github\""), "{text}");
+        assert!(!text.contains("github_releases"), "{text}");
+        assert!(!text.contains("reason=\"circuit_open\""), "{text}");
+        metrics.init_origin_series(true, true);
+        let text = metrics.render();
+        for needle in [
+            "release_edge_origin_requests_total{origin=\"github\",outcome=\"rate_limited\"} 0",
+            "release_edge_fallback_total{reason=\"circuit_open\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -22,6 +22,7 @@ use tower_http::request_id::{
 use tracing::{Instrument, Span};
 
 use crate::error::AppError;
+use crate::metrics::Served;
 use crate::state::AppState;
 
 /// Route label for requests that matched no route (bounded: never the raw path).
@@ -115,10 +116,16 @@ async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Respo
         .with_label_values(&[route, method, response.status().as_str()])
         .inc();
     let counter = metrics.response_bytes.with_label_values(&[route]);
+    let served = response.extensions().get::<Served>().map(|s| {
+        metrics
+            .served_bytes
+            .with_label_values(&[s.origin, s.kind.as_str()])
+    });
     response.map(|body| {
         Body::new(CountingBody {
             inner: body,
             counter,
+            served,
         })
     })
 }
@@ -140,11 +147,13 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
 }
 
 pin_project_lite::pin_project! {
-    /// Counts body bytes into `release_edge_response_bytes_total` as they are sent.
+    /// Counts body bytes into `release_edge_response_bytes_total` as they are sent, and
+    /// into `release_edge_served_bytes_total` when the handler said what the body is.
     struct CountingBody {
         #[pin]
         inner: Body,
         counter: IntCounter,
+        served: Option<IntCounter>,
     }
 }
 
@@ -162,6 +171,9 @@ impl http_body::Body for CountingBody {
             && let Some(data) = frame.data_ref()
         {
             this.counter.inc_by(data.len() as u64);
+            if let Some(served) = this.served {
+                served.inc_by(data.len() as u64);
+            }
         }
         polled
     }

@@ -1,6 +1,7 @@
 //! The one state type every handler receives.
 
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::origin::Origins;
 use crate::store::StoreError;
 use crate::store::key::CachePolicy;
+use crate::versions::KnownVersions;
 
 /// Shared state: cheap to clone, one `Arc` inside.
 #[derive(Clone)]
@@ -38,6 +40,10 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// When an origin last answered a readiness probe, and which.
     pub last_ready: Mutex<Option<(Instant, &'static str)>>,
+    /// A readiness probe started by a scrape is running.
+    probing: AtomicBool,
+    /// The versions and channels the store holds, listed in the background.
+    pub known_versions: KnownVersions,
 }
 
 impl App {
@@ -52,6 +58,15 @@ impl App {
             metrics.clone(),
         );
         let cache_policy = CachePolicy::new(config.cache.manifest_max_age);
+        metrics.init_origin_series(origins.store().is_some(), config.github.is_some());
+        if let Some(price) = config.cost.egress_per_gib {
+            metrics.export_egress_cost(price)?;
+        }
+        let known_versions = KnownVersions::new(
+            origins.store().cloned(),
+            config.cache.manifest_ttl,
+            config.store.timeout,
+        );
         Ok(AppState(Arc::new(App {
             cache_policy,
             config,
@@ -60,6 +75,8 @@ impl App {
             manifests,
             metrics,
             last_ready: Mutex::new(None),
+            probing: AtomicBool::new(false),
+            known_versions,
         })))
     }
 
@@ -67,20 +84,46 @@ impl App {
     /// interval; probes them when the last answer is older than that. The name of the
     /// origin that answered.
     pub async fn is_ready(&self) -> Result<&'static str, StoreError> {
-        let interval = self.config.server.readiness_interval;
-        let fresh = self
-            .last_ready
-            .lock()
-            .ok()
-            .and_then(|last| *last)
-            .filter(|(at, _)| at.elapsed() < interval);
-        if let Some((_, origin)) = fresh {
+        if let Some(origin) = self.recently_ready() {
             return Ok(origin);
         }
-        let origin = self.origins.probe().await?;
+        let probed = self.origins.probe().await;
+        self.metrics.ready.set(i64::from(probed.is_ok()));
+        let origin = probed?;
         if let Ok(mut last) = self.last_ready.lock() {
             *last = Some((Instant::now(), origin));
         }
         Ok(origin)
+    }
+
+    /// The origin that answered a readiness probe within the readiness interval.
+    fn recently_ready(&self) -> Option<&'static str> {
+        let interval = self.config.server.readiness_interval;
+        self.last_ready
+            .lock()
+            .ok()
+            .and_then(|last| *last)
+            .filter(|(at, _)| at.elapsed() < interval)
+            .map(|(_, origin)| origin)
+    }
+}
+
+impl AppState {
+    /// Brings the health gauges up to date for a scrape without making it wait on an
+    /// origin: the store's circuit as it is now, and readiness as last evaluated, with a new
+    /// evaluation started in the background when that is older than the readiness interval
+    /// (so `release_edge_ready` follows the origins even when nothing calls `/readyz`).
+    pub fn update_health_gauges(&self) {
+        self.metrics
+            .store_circuit_open
+            .set(i64::from(self.origins.circuit_open()));
+        if self.recently_ready().is_none() && !self.probing.swap(true, Ordering::AcqRel) {
+            let state = self.clone();
+            tokio::spawn(async move {
+                // The outcome is in the gauge; `/readyz` logs failures.
+                let _ = state.is_ready().await;
+                state.probing.store(false, Ordering::Release);
+            });
+        }
     }
 }

@@ -439,6 +439,21 @@ def build_panel(panel: Panel, panel_id: int):
     return builder
 
 
+def label_variable(name: str, label: str, query: str):
+    """A multi-value variable over the values of a label, with "All" as `.*`."""
+    return (
+        dash.QueryVariable(name)
+        .label(label)
+        .datasource(DATASOURCE)
+        .query(query)
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .include_all(True)
+        .all_value(".*")
+        .multi(True)
+    )
+
+
 def build() -> dict:
     board = (
         dash.Dashboard("release-edge")
@@ -455,27 +470,13 @@ def build() -> dict:
         .with_variable(
             dash.DatasourceVariable("datasource").label("Data source").type("prometheus")
         )
+        .with_variable(label_variable("job", "Job", "label_values(release_edge_build_info, job)"))
         .with_variable(
-            dash.QueryVariable("job")
-            .label("Job")
-            .datasource(DATASOURCE)
-            .query("label_values(release_edge_build_info, job)")
-            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(model.VariableSort.ALPHABETICAL_ASC)
-            .include_all(True)
-            .all_value(".*")
-            .multi(True)
-        )
-        .with_variable(
-            dash.QueryVariable("instance")
-            .label("Instance")
-            .datasource(DATASOURCE)
-            .query('label_values(release_edge_build_info{job=~"$job"}, instance)')
-            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(model.VariableSort.ALPHABETICAL_ASC)
-            .include_all(True)
-            .all_value(".*")
-            .multi(True)
+            label_variable(
+                "instance",
+                "Instance",
+                'label_values(release_edge_build_info{job=~"$job"}, instance)',
+            )
         )
     )
     panel_id = 1

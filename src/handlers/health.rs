@@ -37,6 +37,7 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(app): State<AppState>) -> Response {
+    app.update_health_gauges();
     (
         [(
             header::CONTENT_TYPE,

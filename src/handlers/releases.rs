@@ -7,10 +7,12 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 
 use crate::error::AppError;
 use crate::http::object::ObjectResponse;
+use crate::metrics::{Served, ServedKind};
 use crate::origin::Opened;
 use crate::release::download_labels;
 use crate::state::AppState;
 use crate::store::ObjectKey;
+use crate::store::key::KeyKind;
 
 /// Route prefix; the rest of the path, still percent-encoded, is the key below `releases/`.
 const PREFIX: &str = "/releases/";
@@ -34,9 +36,10 @@ pub async fn get_release(
                 .and_then(|v| v.to_str().ok())
                 .is_none_or(|r| r.trim_start().starts_with("bytes=0-"));
             count_download(&app, &method, &key, from_start);
-            return redirect(&app, &url);
+            return redirect(&app, &url).map(|r| served(r, "github", ServedKind::Redirect));
         }
     };
+    let origin = object.origin().as_str();
     let guard = (method == Method::GET).then(|| app.metrics.download_guard());
     let response = ObjectResponse {
         key: &key,
@@ -46,7 +49,17 @@ pub async fn get_release(
     }
     .respond(&method, &headers)?;
     count_download(&app, &method, &key, carries_first_byte(&response));
-    Ok(response)
+    let kind = match key.kind() {
+        KeyKind::Versioned => ServedKind::Artifact,
+        KeyKind::Mutable => ServedKind::Manifest,
+    };
+    Ok(served(response, origin, kind))
+}
+
+/// Marks a response for `release_edge_served_bytes_total`.
+fn served(mut response: Response, origin: &'static str, kind: ServedKind) -> Response {
+    response.extensions_mut().insert(Served { origin, kind });
+    response
 }
 
 /// Counts a download of an installer or update archive that starts (`from_start`) with

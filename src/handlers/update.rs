@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::error::AppError;
 use crate::feeds::{self, JsonAnswer, UpdateCheck};
 use crate::http::feed::{FeedBody, FeedCaching, feed_response};
+use crate::metrics::{Served, ServedKind};
 use crate::release::electron::{ChannelFile, is_channel_name};
 use crate::release::parse_version;
 use crate::release::platform::{Arch, Platform};
@@ -84,7 +85,8 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("application/json"))
 }
 
-fn count(app: &App, protocol: &str, client: &Client, update: bool) {
+/// Counts an answered update check, and the version the client runs (adoption).
+fn count(app: &App, protocol: &str, channel: &str, client: &Client, update: bool) {
     app.metrics
         .update_checks
         .with_label_values(&[
@@ -94,6 +96,21 @@ fn count(app: &App, protocol: &str, client: &Client, update: bool) {
             if update { "update" } else { "none" },
         ])
         .inc();
+    let known = app.known_versions.current();
+    app.metrics
+        .client_versions
+        .with_label_values(&known.adoption_labels(channel, &client.version))
+        .inc();
+}
+
+/// Marks a feed answer for `release_edge_served_bytes_total`: rendered from the manifest
+/// cache.
+fn from_cache(mut response: Response) -> Response {
+    response.extensions_mut().insert(Served {
+        origin: "cache",
+        kind: ServedKind::Manifest,
+    });
+    response
 }
 
 /// `GET /update/{p}/{a}/{v}`: JSON (Squirrel.Mac, Tauri) when asked for, else the
@@ -126,24 +143,24 @@ pub async fn check(
     };
     let body = match decided.answer {
         JsonAnswer::Update(update) => {
-            count(&app, "json", &client, true);
+            count(&app, "json", &check.channel, &client, true);
             Some(FeedBody::new(Bytes::from(
                 serde_json::to_vec(&update)
                     .map_err(|e| AppError::Internal(format!("cannot encode update JSON: {e}")))?,
             )))
         }
         JsonAnswer::UpToDate => {
-            count(&app, "json", &client, false);
+            count(&app, "json", &check.channel, &client, false);
             None
         }
     };
-    Ok(feed_response(
+    Ok(from_cache(feed_response(
         &headers,
         body,
         JSON,
         &app.cache_policy,
         caching,
-    ))
+    )))
 }
 
 /// `GET /update/{p}/{a}/{v}/{file}`: electron-updater's channel file (`latest-mac.yml`,
@@ -167,18 +184,18 @@ pub async fn feed_file(
             .newest
             .as_ref()
             .is_some_and(|n| feeds::is_newer(n, &client.version));
-        count(&app, "squirrel-windows", &client, newer);
+        count(&app, "squirrel-windows", &channel, &client, newer);
         let body = FeedBody {
             bytes: found.rendered.clone(),
             etag: found.etag.clone(),
         };
-        return Ok(feed_response(
+        return Ok(from_cache(feed_response(
             &headers,
             Some(body),
             TEXT,
             &app.cache_policy,
             FeedCaching::Shared,
-        ));
+        )));
     }
     let Some(channel_file) = ChannelFile::parse(&file) else {
         return Err(AppError::NotFound(format!(
@@ -209,18 +226,18 @@ async fn channel_file_response(
         });
     };
     let newer = feeds::is_newer(&found.version, &client.version);
-    count(app, "electron-updater", client, newer);
+    count(app, "electron-updater", &file.channel, client, newer);
     let body = FeedBody {
         bytes: found.rendered.clone(),
         etag: found.etag.clone(),
     };
-    Ok(feed_response(
+    Ok(from_cache(feed_response(
         headers,
         Some(body),
         YAML,
         &app.cache_policy,
         FeedCaching::Shared,
-    ))
+    )))
 }
 
 /// The rollout identity, first to last (SPEC §2.3): `?id=`, `X-Client-Id`,

@@ -117,6 +117,11 @@ impl Origins {
         names.join("+")
     }
 
+    /// The store, when one is configured.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
     /// True while the store's circuit is open.
     pub fn circuit_open(&self) -> bool {
         self.breaker.is_open(Instant::now())
@@ -144,7 +149,7 @@ impl Origins {
                     Some(kept) => {
                         tracing::warn!(key = %key, error = %err, "origins failed; serving the last good copy");
                         self.metrics.fallback.with_label_values(&["stale"]).inc();
-                        Ok(Opened::Object(kept.object.clone()))
+                        Ok(Opened::Object(kept.object.as_stale()))
                     }
                     None => Err(err),
                 }
@@ -166,7 +171,7 @@ impl Origins {
         }
         match object.read_all(key).await {
             Ok(bytes) => {
-                let copy = Object::from_bytes(object.meta.clone(), bytes);
+                let copy = object.kept_copy(bytes);
                 let kept = Arc::new(Kept {
                     object: copy.clone(),
                     confirmed: Mutex::new(Instant::now()),

@@ -249,6 +249,17 @@ impl FsStore {
 
     /// The names of the objects directly under `prefix` (a directory), sorted.
     pub(super) async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.list_entries(prefix, false).await
+    }
+
+    /// Names of the directories directly under `prefix`.
+    pub(super) async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.list_entries(prefix, true).await
+    }
+
+    /// Names of the files (or, with `dirs`, the directories) directly under `prefix`,
+    /// sorted; none when `prefix` does not exist.
+    async fn list_entries(&self, prefix: &str, dirs: bool) -> Result<Vec<String>, StoreError> {
         let root = Arc::clone(&self.root);
         let dir = prefix.trim_end_matches('/').to_owned();
         let result = tokio::task::spawn_blocking(move || -> io::Result<Vec<String>> {
@@ -260,9 +271,9 @@ impl FsStore {
             let mut names = Vec::new();
             for entry in entries {
                 let entry = entry?;
-                if entry.file_type()?.is_file()
-                    && let Ok(name) = entry.file_name().into_string()
-                {
+                let kind = entry.file_type()?;
+                let wanted = if dirs { kind.is_dir() } else { kind.is_file() };
+                if wanted && let Ok(name) = entry.file_name().into_string() {
                     names.push(name);
                 }
             }

@@ -284,6 +284,28 @@ impl Store {
         }
     }
 
+    /// Every release version in the store (`releases/v{version}/`), oldest first in semver
+    /// order. Directories whose name is not `v` and a semver version are left out.
+    pub async fn list_versions(&self) -> Result<Vec<semver::Version>, StoreError> {
+        let list = async {
+            match &self.backend {
+                Backend::Fs(store) => store.list_dirs(key::RELEASES_PREFIX).await,
+                Backend::S3(store) => store.list_dirs(key::RELEASES_PREFIX).await,
+            }
+        };
+        let names = tokio::time::timeout(self.timeout, list)
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))??;
+        let mut versions: Vec<semver::Version> = names
+            .iter()
+            .filter_map(|name| name.strip_prefix('v'))
+            .filter_map(|v| semver::Version::parse(v).ok())
+            .collect();
+        versions.sort();
+        versions.dedup();
+        Ok(versions)
+    }
+
     /// Short name for logs and metric labels.
     pub fn kind(&self) -> &'static str {
         match &self.backend {
@@ -307,6 +329,33 @@ enum ObjectSource {
     Fs(fs::FsSource),
     S3(s3::S3Source),
     GitHub(github::GitHubSource),
+    /// A copy held in memory of an object that came from `origin`.
+    Kept {
+        bytes: Bytes,
+        origin: ObjectOrigin,
+    },
+}
+
+/// Where the bytes of an [`Object`] come from, as the metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectOrigin {
+    /// The object store (or a copy of what it gave).
+    Store,
+    /// GitHub Releases (or a copy of what it gave).
+    GitHub,
+    /// A last good copy, served because every origin failed.
+    Stale,
+}
+
+impl ObjectOrigin {
+    /// The `origin` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectOrigin::Store => "store",
+            ObjectOrigin::GitHub => "github",
+            ObjectOrigin::Stale => "stale",
+        }
+    }
 }
 
 impl Object {
@@ -318,10 +367,47 @@ impl Object {
         }
     }
 
+    /// A copy of this object held in memory, `bytes` being its whole content; it reports
+    /// the origin this object came from.
+    pub fn kept_copy(&self, bytes: Bytes) -> Self {
+        Self {
+            meta: self.meta.clone(),
+            source: ObjectSource::Kept {
+                bytes,
+                origin: self.origin(),
+            },
+        }
+    }
+
+    /// This object, served as a last good copy because every origin failed.
+    pub fn as_stale(&self) -> Self {
+        match &self.source {
+            ObjectSource::Kept { bytes, .. } => Self {
+                meta: self.meta.clone(),
+                source: ObjectSource::Kept {
+                    bytes: bytes.clone(),
+                    origin: ObjectOrigin::Stale,
+                },
+            },
+            _ => self.clone(),
+        }
+    }
+
+    /// Where its bytes come from.
+    pub fn origin(&self) -> ObjectOrigin {
+        match &self.source {
+            ObjectSource::Fs(_) | ObjectSource::S3(_) => ObjectOrigin::Store,
+            ObjectSource::GitHub(_) => ObjectOrigin::GitHub,
+            ObjectSource::Kept { origin, .. } => *origin,
+        }
+    }
+
     /// Its bytes, when they are already in memory.
     pub fn in_memory(&self) -> Option<Bytes> {
         match &self.source {
-            ObjectSource::Fs(fs::FsSource::Memory(bytes)) => Some(bytes.clone()),
+            ObjectSource::Fs(fs::FsSource::Memory(bytes)) | ObjectSource::Kept { bytes, .. } => {
+                Some(bytes.clone())
+            }
             _ => None,
         }
     }
@@ -359,6 +445,7 @@ impl Object {
             ObjectSource::Fs(source) => source.read(range),
             ObjectSource::S3(source) => source.read(range),
             ObjectSource::GitHub(source) => source.read(range),
+            ObjectSource::Kept { bytes, .. } => fs::FsSource::Memory(bytes.clone()).read(range),
         }
     }
 }

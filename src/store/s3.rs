@@ -399,6 +399,18 @@ impl S3Store {
     }
 
     pub(super) async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.list_entries(prefix, false).await
+    }
+
+    /// Names of the "directories" directly under `prefix`: the common prefixes that
+    /// ListObjectsV2 reports with delimiter `/`.
+    pub(super) async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.list_entries(prefix, true).await
+    }
+
+    /// Names of the objects (or, with `dirs`, the common prefixes) directly under `prefix`,
+    /// sorted.
+    async fn list_entries(&self, prefix: &str, dirs: bool) -> Result<Vec<String>, StoreError> {
         let dir = format!("{}/", self.full_key(prefix.trim_end_matches('/')));
         let mut names = Vec::new();
         let mut pages = self
@@ -411,10 +423,17 @@ impl S3Store {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|err| classify(prefix, "ListObjectsV2", self.timeout, err))?;
-            names.extend(
-                page.contents()
+            let keys: Vec<&str> = if dirs {
+                page.common_prefixes()
                     .iter()
-                    .filter_map(|o| o.key())
+                    .filter_map(|p| p.prefix())
+                    .filter_map(|p| p.strip_suffix('/'))
+                    .collect()
+            } else {
+                page.contents().iter().filter_map(|o| o.key()).collect()
+            };
+            names.extend(
+                keys.into_iter()
                     .filter_map(|k| k.strip_prefix(&dir))
                     .filter(|n| !n.is_empty())
                     .map(str::to_owned),

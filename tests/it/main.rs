@@ -7,6 +7,7 @@ mod electron_updater;
 mod feeds;
 mod github;
 mod github_standin;
+mod prometheus;
 mod publish;
 mod releases;
 mod s3;
