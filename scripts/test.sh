@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what the suite needs on a fresh Debian machine
-# (real clients: curl, aria2c, and electron-updater run by Node with its npm packages), then
-# runs every test. Run from anywhere.
+# (real clients: curl, aria2c, and electron-updater run by Node with its npm packages;
+# Prometheus), checks deploy/observability/, then runs every test. Run from anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,5 +25,9 @@ if ! cmp -s "$client/package-lock.json" "$client/node_modules/.release-edge-lock
     (cd "$client" && npm ci --no-audit --no-fund --ignore-scripts)
     cp "$client/package-lock.json" "$client/node_modules/.release-edge-lock.json"
 fi
+
+# Alert rules, their unit tests and the dashboard (installs Prometheus, which the end-to-end
+# test `prometheus::` also runs, and the pinned grafana-foundation-sdk).
+./scripts/check-observability.sh
 
 cargo test --locked "$@"

@@ -495,6 +495,7 @@ async fn a_real_prometheus_sees_the_dashboard_queries_and_fires_the_alerts() {
 
     let prometheus = Prometheus::start(server.addr);
     prometheus.wait_ready().await;
+    let began = unix_now();
 
     // The rules Prometheus loaded are the repository's expressions, `for:` aside.
     let rules = alert_rules();
@@ -717,5 +718,45 @@ async fn a_real_prometheus_sees_the_dashboard_queries_and_fires_the_alerts() {
             );
         }
     }
+    if let Some(path) = std::env::var_os(DATA_DUMP) {
+        dump_dashboard_data(&prometheus, &queries, began, Path::new(&path)).await;
+    }
     drop(server);
+}
+
+/// When set, the test writes every dashboard query's results over its run to this file, for
+/// `deploy/observability/plot.py` to draw.
+const DATA_DUMP: &str = "RELEASE_EDGE_DASHBOARD_DATA";
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Range results of every dashboard query from `start` to now, in the dashboard's order.
+async fn dump_dashboard_data(
+    prometheus: &Prometheus,
+    queries: &[(String, String)],
+    start: f64,
+    path: &Path,
+) {
+    let (start, end) = (start.to_string(), unix_now().to_string());
+    let mut panels = Vec::new();
+    for (title, expr) in queries {
+        let data = prometheus
+            .api(
+                "query_range",
+                &[
+                    ("query", expr),
+                    ("start", &start),
+                    ("end", &end),
+                    ("step", "1"),
+                ],
+            )
+            .await;
+        panels.push(serde_json::json!({"title": title, "expr": expr, "result": data["result"]}));
+    }
+    let dump = serde_json::json!({"start": start, "end": end, "queries": panels});
+    std::fs::write(path, dump.to_string()).expect("write the dashboard data");
 }
