@@ -9,18 +9,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=deploy/observability
 
-if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
-    echo "installing: prometheus (for promtool and the end-to-end test)"
-    sudo_cmd=()
+apt_install() {
+    local sudo_cmd=()
     [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
     "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends prometheus
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "$@"
+}
+
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    echo "installing: prometheus (for promtool and the end-to-end test)"
+    apt_install prometheus
 fi
 
 venv=target/observability-venv
 if ! cmp -s "$dir/requirements.txt" "$venv/.requirements.txt"; then
     echo "installing the Python packages of $dir (pip, pinned by requirements.txt)"
-    python3 -m venv "$venv"
+    rm -rf "$venv"
+    # Debian's python3 makes virtual environments only with python3-venv installed.
+    python3 -m venv "$venv" 2>/dev/null || { rm -rf "$venv" && apt_install python3-venv && python3 -m venv "$venv"; }
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$dir/requirements.txt"
     cp "$dir/requirements.txt" "$venv/.requirements.txt"
 fi
