@@ -63,7 +63,7 @@ impl App {
             metrics.export_egress_cost(price)?;
         }
         let known_versions = KnownVersions::new(
-            origins.store().cloned(),
+            origins.clone(),
             config.cache.manifest_ttl,
             config.store.timeout,
         );

@@ -5,7 +5,8 @@
 //! The listing (`releases/v*/` and the channel files of `releases/latest/`) is refreshed at
 //! most once per interval (`cache.manifest_ttl`), by one background task started by the
 //! first reader that finds it old: a reader never waits on the store. Until the first listing
-//! lands, the store is taken to hold nothing. A failed listing keeps the previous one.
+//! lands, the store is taken to hold nothing. A failed listing keeps the previous one, and
+//! while the store's circuit is open nothing is listed: a failing store is not asked.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,8 +16,9 @@ use std::time::{Duration, Instant};
 use semver::Version;
 
 use crate::feeds::LATEST_DIR;
+use crate::origin::Origins;
 use crate::release::electron::{ChannelFile, is_channel_name};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// The label of a client version or channel the store does not hold.
 pub const OTHER: &str = "other";
@@ -126,8 +128,8 @@ pub struct KnownVersions {
 }
 
 struct Inner {
-    /// `None`: no store (GitHub alone), so nothing is ever listed.
-    store: Option<Store>,
+    /// The store to list (none with GitHub alone: nothing is ever listed), and its circuit.
+    origins: Arc<Origins>,
     interval: Duration,
     /// Bound on one listing (each of its two store calls).
     timeout: Duration,
@@ -136,11 +138,12 @@ struct Inner {
 }
 
 impl KnownVersions {
-    /// Lists `store` at most every `interval`; each listing call gives up after `timeout`.
-    pub fn new(store: Option<Store>, interval: Duration, timeout: Duration) -> Self {
+    /// Lists the origins' store at most every `interval`; each listing call gives up after
+    /// `timeout`.
+    pub fn new(origins: Arc<Origins>, interval: Duration, timeout: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
-                store,
+                origins,
                 interval: interval.max(MIN_INTERVAL),
                 timeout,
                 current: RwLock::new(Arc::new(Listing::default())),
@@ -156,7 +159,10 @@ impl KnownVersions {
         let due = listing
             .listed_at
             .is_none_or(|at| at.elapsed() >= self.inner.interval);
-        if due && self.inner.store.is_some() && !self.inner.refreshing.swap(true, Ordering::AcqRel)
+        if due
+            && self.inner.origins.store().is_some()
+            && !self.inner.origins.circuit_open()
+            && !self.inner.refreshing.swap(true, Ordering::AcqRel)
         {
             let inner = Arc::clone(&self.inner);
             tokio::spawn(async move {
@@ -184,7 +190,7 @@ impl Inner {
     }
 
     async fn refresh(&self) -> Result<Arc<Listing>, StoreError> {
-        let Some(store) = &self.store else {
+        let Some(store) = self.origins.store() else {
             return Ok(self.snapshot());
         };
         let listed = async {
@@ -216,13 +222,20 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{CacheConfig, StoreConfig};
+    use crate::config::{Config, GithubConfig, Secrets, StoreKind};
+    use crate::metrics::Metrics;
 
     fn v(text: &str) -> Version {
         Version::parse(text).unwrap()
     }
 
-    fn store_with(dirs: &[&str], latest: &[&str]) -> (tempfile::TempDir, Store) {
+    fn origins(config: &Config) -> Arc<Origins> {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        Arc::new(Origins::build(config, &Secrets::default(), metrics).unwrap())
+    }
+
+    /// Origins whose filesystem store holds `dirs` under `releases/`, and `latest` files.
+    fn store_with(dirs: &[&str], latest: &[&str]) -> (tempfile::TempDir, Arc<Origins>) {
         let root = tempfile::tempdir().unwrap();
         for dir in dirs {
             std::fs::create_dir_all(root.path().join("releases").join(dir)).unwrap();
@@ -231,12 +244,9 @@ mod tests {
         for file in latest {
             std::fs::write(root.path().join("releases/latest").join(file), b"x").unwrap();
         }
-        let config = StoreConfig {
-            root: root.path().to_path_buf(),
-            ..StoreConfig::default()
-        };
-        let store = Store::from_config(&config, &CacheConfig::default()).unwrap();
-        (root, store)
+        let mut config = Config::default();
+        config.store.root = root.path().to_path_buf();
+        (root, origins(&config))
     }
 
     #[test]
@@ -329,11 +339,7 @@ mod tests {
             b"a file, not a release",
         )
         .unwrap();
-        let known = KnownVersions::new(
-            Some(store),
-            Duration::from_secs(3600),
-            Duration::from_secs(5),
-        );
+        let known = KnownVersions::new(store, Duration::from_secs(3600), Duration::from_secs(5));
         let listing = known.refresh().await.unwrap();
         let names: Vec<String> = listing.versions().iter().map(Version::to_string).collect();
         assert_eq!(names, ["1.0.0", "1.2.0", "1.10.0", "2.0.0-rc.1"]);
@@ -346,11 +352,7 @@ mod tests {
     #[tokio::test]
     async fn readers_never_wait_and_one_background_listing_follows() {
         let (root, store) = store_with(&["v1.0.0"], &["latest.yml"]);
-        let known = KnownVersions::new(
-            Some(store),
-            Duration::from_secs(3600),
-            Duration::from_secs(5),
-        );
+        let known = KnownVersions::new(store, Duration::from_secs(3600), Duration::from_secs(5));
         // Nothing listed yet: the reader gets the empty listing at once.
         let first = known.current();
         assert!(first.listed_at().is_none());
@@ -381,11 +383,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_listing_keeps_the_last_one() {
         let (root, store) = store_with(&["v1.0.0"], &["latest.yml"]);
-        let known = KnownVersions::new(
-            Some(store),
-            Duration::from_secs(3600),
-            Duration::from_secs(5),
-        );
+        let known = KnownVersions::new(store, Duration::from_secs(3600), Duration::from_secs(5));
         known.refresh().await.unwrap();
         // The store's root replaced by a file: listing `releases/` fails.
         std::fs::remove_dir_all(root.path().join("releases")).unwrap();
@@ -396,7 +394,22 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_store_nothing_is_known() {
-        let known = KnownVersions::new(None, Duration::from_secs(1), Duration::from_secs(1));
+        let mut config = Config::default();
+        config.store.kind = StoreKind::None;
+        config.github = Some(GithubConfig {
+            owner: "acme".into(),
+            repo: "app".into(),
+            api_url: "http://127.0.0.1:9".into(),
+            private: None,
+            fallback_on: Vec::new(),
+            timeout: Duration::from_secs(1),
+            refresh_interval: Duration::from_secs(60),
+        });
+        let known = KnownVersions::new(
+            origins(&config),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
         assert!(known.refresh().await.unwrap().versions().is_empty());
         assert_eq!(
             known.current().adoption_labels("latest", &v("1.0.0")),
