@@ -16,9 +16,8 @@ use anyhow::{Context, bail, ensure};
 use base64::Engine;
 use bytes::Bytes;
 use serde_norway::Value;
-use sha2::{Digest, Sha512};
 
-use crate::cache::MAX_MANIFEST_BYTES;
+use crate::release::MAX_MANIFEST_BYTES;
 use crate::release::electron::{ChannelFile, is_channel_name};
 use crate::release::parse_version;
 use crate::store::{ObjectKey, Store};
@@ -62,13 +61,7 @@ pub struct Plan {
 
 fn sha512_file(path: &Path) -> anyhow::Result<([u8; 64], u64)> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = Sha512::new();
-    let size = std::io::copy(
-        &mut std::io::BufReader::with_capacity(1 << 20, file),
-        &mut hasher,
-    )
-    .with_context(|| format!("reading {}", path.display()))?;
-    Ok((hasher.finalize().into(), size))
+    crate::store::sha512_file(file).with_context(|| format!("reading {}", path.display()))
 }
 
 /// Reads and checks an electron-builder output folder for `version` on `channel`.
@@ -392,6 +385,7 @@ pub async fn rollback(store: &Store, channel: &str, to: &str) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha512};
 
     fn write(dir: &Path, name: &str, bytes: &[u8]) {
         std::fs::write(dir.join(name), bytes).unwrap();

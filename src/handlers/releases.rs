@@ -6,9 +6,9 @@ use axum::response::Response;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 
 use crate::error::AppError;
-use crate::http::object::ObjectResponse;
 use crate::origin::Opened;
 use crate::release::download_labels;
+use crate::response::object::ObjectResponse;
 use crate::state::AppState;
 use crate::store::ObjectKey;
 
@@ -26,8 +26,9 @@ pub async fn get_release(
     let raw = uri.path().strip_prefix(PREFIX).unwrap_or_default();
     let key = ObjectKey::release_from_url_path(raw)?;
     let object = match app.origins.open(&key).await? {
-        Opened::Object(object) => object,
-        Opened::Redirect(url) => {
+        None => return Err(AppError::NotFound(format!("no object at {key}"))),
+        Some(Opened::Object(object)) => object,
+        Some(Opened::Redirect(url)) => {
             // The download starts at GitHub; it is counted here, where we see it.
             let from_start = headers
                 .get(header::RANGE)

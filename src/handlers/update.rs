@@ -11,11 +11,11 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::error::AppError;
-use crate::feeds::{self, JsonAnswer, UpdateCheck};
-use crate::http::feed::{FeedBody, FeedCaching, feed_response};
+use crate::feeds::{self, JsonAnswer, Need, UpdateCheck};
 use crate::release::electron::{ChannelFile, is_channel_name};
 use crate::release::parse_version;
 use crate::release::platform::{Arch, Platform};
+use crate::response::feed::{FeedBody, FeedCaching, feed_response};
 use crate::state::{App, AppState};
 
 const YAML: &str = "application/yaml";
@@ -198,9 +198,10 @@ async fn channel_file_response(
     fall_back_to_linux: bool,
 ) -> Result<Response, AppError> {
     let found = if fall_back_to_linux {
-        feeds::client_channel_file(app, &file.channel, file.platform, file.arch).await?
+        feeds::client_channel_file(app, &file.channel, file.platform, file.arch, Need::Required)
+            .await?
     } else {
-        feeds::channel_file(app, file).await?
+        feeds::channel_file(app, file, Need::Required).await?
     };
     let Some(found) = found else {
         return Err(AppError::NoRelease {

@@ -168,7 +168,7 @@ impl ElectronManifest {
             notes,
             staging_percentage: map.get("stagingPercentage").and_then(Value::as_f64),
             files,
-            etag: crate::http::feed::body_etag(&rendered),
+            etag: super::body_etag(&rendered),
             rendered,
         })
     }

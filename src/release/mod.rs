@@ -2,6 +2,7 @@
 //! release, and the protocol logic built on it (installer choice, update answers, staged
 //! rollouts). Nothing here knows about HTTP servers.
 
+pub mod channel;
 pub mod electron;
 pub mod platform;
 pub mod rollout;
@@ -32,6 +33,15 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'[')
     .add(b']');
+
+/// Largest manifest read into memory; a bigger object is not a manifest.
+pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The strong ETag of a body: 128 bits of its BLAKE3.
+pub fn body_etag(body: &[u8]) -> String {
+    let hash = blake3::hash(body);
+    format!("\"{}\"", &hash.to_hex().as_str()[..32])
+}
 
 /// One file of a release.
 #[derive(Debug, Clone, PartialEq)]

@@ -59,7 +59,7 @@ impl SquirrelReleases {
         }
         (entries > 0).then(|| Self {
             newest,
-            etag: crate::http::feed::body_etag(rendered.as_bytes()),
+            etag: super::body_etag(rendered.as_bytes()),
             rendered: bytes::Bytes::from(rendered),
         })
     }

@@ -498,7 +498,11 @@ async fn a_cold_failing_github_is_asked_once_not_once_per_manifest() {
             reply.status, 503,
             "nothing to serve yet: an error, not a 404"
         );
-        assert_eq!(reply.json()["error"], "store_unavailable");
+        assert_eq!(
+            reply.json()["error"],
+            "github_unavailable",
+            "the store answered (not there): GitHub is the origin that failed"
+        );
     }
     assert_eq!(gh.hits_on(Host::Api, LIST).len(), 1, "{:?}", gh.hits());
     // Within the retry gap, later checks get the failure without a request either.
