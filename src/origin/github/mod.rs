@@ -303,17 +303,21 @@ impl GitHubOrigin {
                         etag,
                         confirmed: inner.clock.now(),
                     },
-                    Err(err) => self.failed(GitHubError::Unavailable {
-                        message: "the list of releases does not parse".into(),
-                        source: Some(Arc::new(err)),
-                    })?,
+                    Err(err) => {
+                        return self.failed(GitHubError::Unavailable {
+                            message: "the list of releases does not parse".into(),
+                            source: Some(Arc::new(err)),
+                        });
+                    }
                 }
             }
-            (Ok(Fetched::NotModified), None) => self.failed(GitHubError::Unavailable {
-                message: "GitHub answered 304 to an unconditional request".into(),
-                source: None,
-            })?,
-            (Err(err), _) => self.failed(err)?,
+            (Ok(Fetched::NotModified), None) => {
+                return self.failed(GitHubError::Unavailable {
+                    message: "GitHub answered 304 to an unconditional request".into(),
+                    source: None,
+                });
+            }
+            (Err(err), _) => return self.failed(err),
         };
         let releases = updated.releases.clone();
         if let Ok(mut state) = inner.state.lock() {
@@ -357,8 +361,9 @@ impl GitHubOrigin {
         })
     }
 
-    /// Records a failed request; answers with the last usable list, else the error.
-    fn failed(&self, err: GitHubError) -> Result<Listing, GitHubError> {
+    /// Records a failed request (kept, with the last list, until a request succeeds);
+    /// answers with the last usable list, else the error.
+    fn failed(&self, err: GitHubError) -> Result<Arc<Vec<ChannelRelease>>, GitHubError> {
         let usable = self.usable();
         if let Ok(mut state) = self.inner.state.lock() {
             state.failed = Some((self.inner.clock.now(), err.clone()));
@@ -367,7 +372,7 @@ impl GitHubOrigin {
             Some(listing) => {
                 tracing::warn!(error = %err, "GitHub failed; using the last list of releases");
                 self.lookup("stale");
-                Ok(listing)
+                Ok(listing.releases)
             }
             None => Err(err),
         }
