@@ -13,6 +13,8 @@ use serde_json::json;
 
 use crate::origin::OriginError;
 use crate::origin::github::GitHubError;
+use crate::release::channel::InvalidChannel;
+use crate::release::platform::DetectError;
 use crate::store::StoreError;
 use crate::store::key::KeyError;
 
@@ -141,6 +143,27 @@ fn retry_after(err: &OriginError) -> u64 {
             ..
         }) => wait.as_secs().clamp(1, 3600),
         _ => 5,
+    }
+}
+
+impl From<DetectError> for AppError {
+    fn from(err: DetectError) -> Self {
+        AppError::BadRequest {
+            code: match err {
+                DetectError::Platform(_) => "invalid_platform",
+                DetectError::Arch(_) => "invalid_arch",
+            },
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<InvalidChannel> for AppError {
+    fn from(err: InvalidChannel) -> Self {
+        AppError::BadRequest {
+            code: "invalid_channel",
+            message: err.to_string(),
+        }
     }
 }
 

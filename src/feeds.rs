@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::cache::Manifest;
 use crate::error::AppError;
 use crate::origin::Found;
+use crate::release::channel::Channel;
 use crate::release::electron::{ChannelFile, ElectronManifest};
 use crate::release::platform::{Arch, Format, Platform, packager_format};
 use crate::release::squirrel::SquirrelReleases;
@@ -18,7 +19,7 @@ use crate::state::App;
 use crate::store::ObjectKey;
 
 /// Where the channel files currently served live (SPEC §1).
-pub const LATEST_DIR: &str = "releases/latest";
+const LATEST_DIR: &str = "releases/latest";
 
 /// An update check, as the client described itself.
 #[derive(Debug, Clone)]
@@ -30,7 +31,7 @@ pub struct UpdateCheck {
     /// The version the client runs.
     pub version: semver::Version,
     /// The channel it follows.
-    pub channel: String,
+    pub channel: Channel,
     /// Its rollout identity (SPEC §2.3 order); `None` when nothing identified it.
     pub client_id: Option<String>,
 }
@@ -121,7 +122,7 @@ pub async fn channel_file(
 /// file names then say the arch).
 pub async fn client_channel_file(
     app: &App,
-    channel: &str,
+    channel: &Channel,
     platform: Platform,
     arch: Option<Arch>,
     need: Need,
@@ -140,9 +141,9 @@ pub async fn client_channel_file(
 /// `RELEASES-{channel}` for the others.
 pub async fn squirrel_releases(
     app: &App,
-    channel: &str,
+    channel: &Channel,
 ) -> Result<Option<Arc<SquirrelReleases>>, AppError> {
-    let name = if channel == "latest" {
+    let name = if channel.is_latest() {
         "RELEASES".to_owned()
     } else {
         format!("RELEASES-{channel}")
@@ -266,7 +267,7 @@ async fn signature_of(
 /// The installer for a visitor of `/latest` (SPEC §2.2).
 pub async fn latest_installer(
     app: &App,
-    channel: &str,
+    channel: &Channel,
     platform: Platform,
     arch: Option<Arch>,
     format: Format,
@@ -285,7 +286,7 @@ pub async fn latest_installer(
 }
 
 /// Every installer of a channel, across platforms, for a 404 that says what there is.
-async fn available_installers(app: &App, channel: &str) -> Result<Vec<Available>, AppError> {
+async fn available_installers(app: &App, channel: &Channel) -> Result<Vec<Available>, AppError> {
     let mut available = Vec::new();
     let files = [
         ChannelFile::for_client(channel, Platform::Mac, None),

@@ -18,7 +18,8 @@ use bytes::Bytes;
 use serde_norway::Value;
 
 use crate::release::MAX_MANIFEST_BYTES;
-use crate::release::electron::{ChannelFile, is_channel_name};
+use crate::release::channel::Channel;
+use crate::release::electron::ChannelFile;
 use crate::release::parse_version;
 use crate::store::{ObjectKey, Store};
 
@@ -52,7 +53,7 @@ pub struct Plan {
     /// The version.
     pub version: semver::Version,
     /// The channel.
-    pub channel: String,
+    pub channel: Channel,
     /// Artifacts, blockmaps and signatures.
     pub artifacts: Vec<Artifact>,
     /// The channel's files (`{channel}*.yml`).
@@ -66,10 +67,7 @@ fn sha512_file(path: &Path) -> anyhow::Result<([u8; 64], u64)> {
 
 /// Reads and checks an electron-builder output folder for `version` on `channel`.
 pub fn plan(dir: &Path, version: &str, channel: &str) -> anyhow::Result<Plan> {
-    ensure!(
-        is_channel_name(channel),
-        "`{channel}` is not a channel name ([a-z0-9-]+)"
-    );
+    let channel = Channel::parse(channel)?;
     let version =
         parse_version(version).with_context(|| format!("`{version}` is not a semver version"))?;
     let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
@@ -168,7 +166,7 @@ pub fn plan(dir: &Path, version: &str, channel: &str) -> anyhow::Result<Plan> {
     );
     Ok(Plan {
         version,
-        channel: channel.to_owned(),
+        channel,
         artifacts: artifacts.into_values().collect(),
         manifests,
     })
@@ -349,10 +347,7 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
 /// Serves version `to` on `channel` again: copies its channel files from `releases/v{to}/`
 /// over `releases/latest/`, one by one, each write atomic.
 pub async fn rollback(store: &Store, channel: &str, to: &str) -> anyhow::Result<Vec<String>> {
-    ensure!(
-        is_channel_name(channel),
-        "`{channel}` is not a channel name ([a-z0-9-]+)"
-    );
+    let channel = Channel::parse(channel)?;
     let version = parse_version(to).with_context(|| format!("`{to}` is not a semver version"))?;
     let dir = format!("releases/v{version}");
     let names: Vec<String> = store

@@ -12,9 +12,10 @@ use serde::Deserialize;
 
 use crate::error::AppError;
 use crate::feeds::{self, JsonAnswer, Need, UpdateCheck};
-use crate::release::electron::{ChannelFile, is_channel_name};
+use crate::release::channel::Channel;
+use crate::release::electron::ChannelFile;
 use crate::release::parse_version;
-use crate::release::platform::{Arch, Platform};
+use crate::release::platform::{Arch, DetectError, Platform};
 use crate::response::feed::{FeedBody, FeedCaching, feed_response};
 use crate::state::{App, AppState};
 
@@ -43,18 +44,9 @@ fn bad(code: &'static str, message: String) -> AppError {
 
 fn parse_client(platform: &str, arch: &str, version: &str) -> Result<Client, AppError> {
     Ok(Client {
-        platform: Platform::parse(platform).ok_or_else(|| {
-            bad(
-                "invalid_platform",
-                format!("unknown platform `{platform}` (expected darwin, win32 or linux, or an alias)"),
-            )
-        })?,
-        arch: Arch::parse(arch).ok_or_else(|| {
-            bad(
-                "invalid_arch",
-                format!("unknown arch `{arch}` (expected x64, arm64, ia32, armv7l or universal, or an alias)"),
-            )
-        })?,
+        platform: Platform::parse(platform)
+            .ok_or_else(|| DetectError::Platform(platform.to_owned()))?,
+        arch: Arch::parse(arch).ok_or_else(|| DetectError::Arch(arch.to_owned()))?,
         version: parse_version(version).ok_or_else(|| {
             bad(
                 "invalid_version",
@@ -64,16 +56,8 @@ fn parse_client(platform: &str, arch: &str, version: &str) -> Result<Client, App
     })
 }
 
-fn channel(query: &UpdateQuery) -> Result<String, AppError> {
-    let channel = query.channel.as_deref().unwrap_or("latest");
-    if is_channel_name(channel) {
-        Ok(channel.to_owned())
-    } else {
-        Err(bad(
-            "invalid_channel",
-            format!("`{channel}` is not a channel name ([a-z0-9-]+)"),
-        ))
-    }
+fn channel(query: &UpdateQuery) -> Result<Channel, AppError> {
+    Ok(Channel::from_query(query.channel.as_deref())?)
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
@@ -255,7 +239,7 @@ fn client_id(
 
 /// The client's address: the peer, or when the peer is a trusted proxy, the right-most
 /// `X-Forwarded-For` entry that is not itself a trusted proxy.
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;

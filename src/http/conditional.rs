@@ -10,7 +10,7 @@ use crate::store::ByteRange;
 
 /// Most ranges one request may ask for. electron-updater's differential download sends up to
 /// 1000; beyond this the whole body is cheaper for everyone than a multipart of crumbs.
-pub const MAX_RANGES: usize = 1024;
+const MAX_RANGES: usize = 1024;
 
 /// The validators of the selected representation.
 #[derive(Debug, Clone)]
@@ -152,7 +152,7 @@ fn if_range_matches(value: &[u8], v: &Validators) -> bool {
 /// selects all of it, a range starting past the end is unsatisfiable and dropped, a last
 /// position past the end is clamped, and a range whose last position is before its first
 /// makes the whole header invalid.
-pub fn resolve_range(header_value: &str, size: u64) -> RangeDecision {
+fn resolve_range(header_value: &str, size: u64) -> RangeDecision {
     // The range unit is case-insensitive (RFC 9110 §14.1); the crate wants `bytes=`.
     let Some(spec) = header_value
         .get(..6)

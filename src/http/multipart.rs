@@ -30,12 +30,7 @@ impl MultipartBody {
     }
 
     /// As [`MultipartBody::new`], with a chosen boundary (for tests).
-    pub fn with_boundary(
-        boundary: String,
-        ranges: Vec<ByteRange>,
-        size: u64,
-        part_type: &str,
-    ) -> Self {
+    fn with_boundary(boundary: String, ranges: Vec<ByteRange>, size: u64, part_type: &str) -> Self {
         let heads = ranges
             .iter()
             .enumerate()

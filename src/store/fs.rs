@@ -6,7 +6,7 @@
 
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,7 +23,7 @@ const SMALL_FILE: u64 = 64 * 1024;
 
 /// Size of each read while streaming. Small enough that 200 slow clients hold little memory
 /// (hyper buffers about one chunk per connection), large enough for few syscalls.
-pub const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
 
 /// How many file identities keep their computed ETag.
 const ETAG_CACHE_ENTRIES: u64 = 100_000;
@@ -66,7 +66,6 @@ impl FileIdentity {
 /// A local directory store.
 pub struct FsStore {
     root: Arc<Dir>,
-    root_path: PathBuf,
     /// Content hashes by file identity: the strong ETag of a file is the BLAKE3 of its bytes,
     /// so it changes whenever the content does and is the same on every node that serves the
     /// same files. Concurrent misses for one file hash it once.
@@ -115,7 +114,6 @@ impl FsStore {
         })?;
         Ok(Self {
             root: Arc::new(dir),
-            root_path: root.to_path_buf(),
             etags: Cache::builder().max_capacity(ETAG_CACHE_ENTRIES).build(),
             small: Cache::builder()
                 .max_capacity(SMALL_CACHE_BYTES)
@@ -126,11 +124,6 @@ impl FsStore {
                 .build(),
             ttl,
         })
-    }
-
-    /// The root directory this store serves.
-    pub fn root_path(&self) -> &Path {
-        &self.root_path
     }
 
     pub(super) async fn open(&self, key: &ObjectKey) -> Result<Object, StoreError> {

@@ -366,7 +366,7 @@ impl Object {
     }
 
     /// Its bytes, when they are already in memory.
-    pub fn in_memory(&self) -> Option<Bytes> {
+    fn in_memory(&self) -> Option<Bytes> {
         match &self.source {
             ObjectSource::Memory(bytes) => Some(bytes.clone()),
             _ => None,

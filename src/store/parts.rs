@@ -20,7 +20,7 @@ pub const REMOTE_GAP: u64 = 1024 * 1024;
 
 /// One upstream read covering `parts` (indexes into the requested ranges).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Span {
+struct Span {
     /// What is read.
     pub range: ByteRange,
     /// The first requested range it covers.
@@ -32,7 +32,7 @@ pub struct Span {
 /// Groups `ranges` into spans: consecutive ranges in ascending order whose gap is at most
 /// `gap` bytes share one. A range that goes backwards starts a new span, so any order is
 /// served (in the order asked).
-pub fn spans(ranges: &[ByteRange], gap: u64) -> Vec<Span> {
+fn spans(ranges: &[ByteRange], gap: u64) -> Vec<Span> {
     let mut spans: Vec<Span> = Vec::new();
     for (i, range) in ranges.iter().enumerate() {
         if let Some(span) = spans.last_mut()
