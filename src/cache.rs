@@ -9,27 +9,31 @@
 //! - When the revalidation fails (store and GitHub both), the last good copy keeps being
 //!   served, for up to `cache.stale_if_error` after it was last confirmed.
 //! - Missing manifests (no origin has one, or it does not parse) are remembered briefly so
-//!   that a storm of checks for a channel that does not exist is not a storm of reads.
+//!   that a storm of checks for a channel that does not exist is not a storm of reads; then
+//!   they are looked up again, and when that fails the "not there" stands too (for up to
+//!   `cache.stale_if_error`): a failing origin never turns a known answer into an error.
+//! - "Not in the store, and GitHub could not be asked" ([`Found::Unconfirmed`]) is kept for
+//!   the retry gap, so a failing GitHub is not asked once per update check.
+//! - Time is the injected [`Clock`]'s, so tests move it instead of sleeping, and
+//!   [`ManifestCache::settled`] tells them when background revalidations are done.
 //! - Memory is bounded by weight (bytes), not entry count.
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
 
+use crate::clock::Clock;
 use crate::config::CacheConfig;
 use crate::metrics::Metrics;
-use crate::origin::Origins;
+use crate::origin::{Found, OriginError, OriginName, Origins};
 use crate::release::electron::{ChannelFile, ElectronManifest};
 use crate::release::squirrel::SquirrelReleases;
 use crate::release::tauri::TauriManifest;
-use crate::store::{ObjectKey, StoreError};
-
-/// Largest manifest read into memory; a bigger object is not a manifest.
-pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+use crate::store::ObjectKey;
 
 /// Total weight (about the bytes held) of the cache.
 const MAX_WEIGHT: u64 = 64 * 1024 * 1024;
@@ -81,10 +85,24 @@ impl Manifest {
     }
 }
 
-#[derive(Clone)]
+/// What is cached for a key.
 enum Cached {
-    Found(Manifest, u32),
+    /// A manifest, its weight, and the origin that gave it.
+    Found(Manifest, u32, OriginName),
+    /// No origin has one.
     Missing,
+    /// Not in the store; GitHub, which might have it, failed.
+    Unconfirmed(OriginError),
+}
+
+impl Cached {
+    fn from_found(found: Found<(Manifest, u32)>) -> Self {
+        match found {
+            Found::Yes((manifest, weight), origin) => Cached::Found(manifest, weight, origin),
+            Found::No => Cached::Missing,
+            Found::Unconfirmed(err) => Cached::Unconfirmed(err),
+        }
+    }
 }
 
 /// A cached answer and what is known of its freshness.
@@ -99,28 +117,40 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(value: Cached) -> Arc<Self> {
+    fn new(value: Cached, loaded: Instant) -> Arc<Self> {
         Arc::new(Self {
             value,
-            loaded: Instant::now(),
+            loaded,
             refreshing: AtomicBool::new(false),
             failed_at: Mutex::new(None),
         })
     }
 
-    fn manifest(&self) -> Option<Manifest> {
+    /// The answer this entry gives.
+    fn answer(&self) -> Found<Manifest> {
         match &self.value {
-            Cached::Found(manifest, _) => Some(manifest.clone()),
-            Cached::Missing => None,
+            Cached::Found(manifest, _, origin) => Found::Yes(manifest.clone(), *origin),
+            Cached::Missing => Found::No,
+            Cached::Unconfirmed(err) => Found::Unconfirmed(err.duplicate()),
+        }
+    }
+
+    fn failed_at(&self) -> Option<Instant> {
+        self.failed_at.lock().ok().and_then(|f| *f)
+    }
+
+    fn mark_failed(&self, at: Instant) {
+        if let Ok(mut failed) = self.failed_at.lock() {
+            *failed = Some(at);
         }
     }
 }
 
-/// Found entries live through their TTL and then `stale_if_error` more, as stale copies;
-/// missing ones only briefly.
+/// Memory backstop: entries leave the cache after their freshness plus `stale_if_error` of
+/// real time. Whether an entry is fresh is decided on the injected clock.
 struct Lifetime {
     found: Duration,
-    missing: Duration,
+    negative: Duration,
 }
 
 impl Expiry<ObjectKey, Arc<Entry>> for Lifetime {
@@ -132,7 +162,7 @@ impl Expiry<ObjectKey, Arc<Entry>> for Lifetime {
     ) -> Option<Duration> {
         Some(match entry.value {
             Cached::Found(..) => self.found,
-            Cached::Missing => self.missing,
+            Cached::Missing | Cached::Unconfirmed(_) => self.negative,
         })
     }
 }
@@ -148,7 +178,14 @@ struct Inner {
     origins: Arc<Origins>,
     public_url: String,
     ttl: Duration,
+    missing_ttl: Duration,
     retry_gap: Duration,
+    stale_if_error: Duration,
+    clock: Clock,
+    /// Background revalidations running; [`ManifestCache::settled`] waits for zero.
+    running: tokio::sync::watch::Sender<usize>,
+    /// Origin loads started, for tests that count them.
+    loads: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -158,17 +195,19 @@ impl ManifestCache {
         origins: Arc<Origins>,
         config: &CacheConfig,
         public_url: &str,
+        clock: Clock,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let missing_ttl = MISSING_TTL.min(config.manifest_ttl);
         let entries = Cache::builder()
             .max_capacity(MAX_WEIGHT)
             .weigher(|_key: &ObjectKey, entry: &Arc<Entry>| match entry.value {
-                Cached::Found(_, weight) => weight,
-                Cached::Missing => 64,
+                Cached::Found(_, weight, _) => weight,
+                Cached::Missing | Cached::Unconfirmed(_) => 64,
             })
             .expire_after(Lifetime {
                 found: config.manifest_ttl.saturating_add(config.stale_if_error),
-                missing: MISSING_TTL.min(config.manifest_ttl),
+                negative: missing_ttl.saturating_add(config.stale_if_error),
             })
             .build();
         Self {
@@ -177,37 +216,100 @@ impl ManifestCache {
                 origins,
                 public_url: public_url.to_owned(),
                 ttl: config.manifest_ttl,
+                missing_ttl,
                 retry_gap: RETRY_GAP.min(config.manifest_ttl),
+                stale_if_error: config.stale_if_error,
+                clock,
+                running: tokio::sync::watch::Sender::new(0),
+                loads: AtomicU64::new(0),
                 metrics,
             }),
         }
     }
 
-    /// The manifest at `key`: `Ok(None)` when no origin has one (or it does not parse).
-    pub async fn get(&self, key: &ObjectKey) -> Result<Option<Manifest>, StoreError> {
+    /// What the origins say of the manifest at `key`. An error only when no origin could
+    /// say anything and nothing was known before.
+    pub async fn get(&self, key: &ObjectKey) -> Result<Found<Manifest>, OriginError> {
         let inner = &self.inner;
         if let Some(entry) = inner.entries.get(key).await {
-            if entry.loaded.elapsed() < inner.ttl {
-                self.lookup("hit");
-                return Ok(entry.manifest());
+            let age = inner.clock.since(entry.loaded);
+            match entry.value {
+                Cached::Found(..) if age < inner.ttl => {
+                    self.lookup("hit");
+                    return Ok(entry.answer());
+                }
+                Cached::Found(..) if age >= inner.ttl.saturating_add(inner.stale_if_error) => {
+                    // Too old even to stand in for a failing origin.
+                    inner.entries.invalidate(key).await;
+                }
+                Cached::Found(..) => {
+                    // Stale: answer now, revalidate behind the answer.
+                    self.lookup("stale");
+                    let failed = entry.failed_at();
+                    if failed.is_some() {
+                        inner.metrics.fallback.with_label_values(&["stale"]).inc();
+                    }
+                    if failed.is_none_or(|at| inner.clock.since(at) >= inner.retry_gap) {
+                        self.revalidate(key, &entry);
+                    }
+                    return Ok(entry.answer());
+                }
+                Cached::Missing if age < inner.missing_ttl => {
+                    self.lookup("hit");
+                    return Ok(entry.answer());
+                }
+                Cached::Unconfirmed(_) if age < inner.retry_gap => {
+                    self.lookup("hit");
+                    return Ok(entry.answer());
+                }
+                Cached::Missing | Cached::Unconfirmed(_) => {
+                    return self.reload_negative(key, entry).await;
+                }
             }
-            // Stale: answer now, revalidate behind the answer.
-            self.lookup("stale");
-            let failed = entry.failed_at.lock().ok().and_then(|f| *f);
-            if failed.is_some() {
-                inner.metrics.fallback.with_label_values(&["stale"]).inc();
-            }
-            if failed.is_none_or(|at| at.elapsed() >= inner.retry_gap) {
-                self.revalidate(key, &entry);
-            }
-            return Ok(entry.manifest());
         }
+        self.load_coalesced(key).await
+    }
+
+    /// A "not there" past its freshness: looked up again (coalesced); when that fails,
+    /// the old answer stands (within `stale_if_error`), and is asked again after the
+    /// retry gap.
+    async fn reload_negative(
+        &self,
+        key: &ObjectKey,
+        entry: Arc<Entry>,
+    ) -> Result<Found<Manifest>, OriginError> {
+        let inner = &self.inner;
+        if entry
+            .failed_at()
+            .is_some_and(|at| inner.clock.since(at) < inner.retry_gap)
+        {
+            self.lookup("stale");
+            return Ok(entry.answer());
+        }
+        inner.entries.invalidate(key).await;
+        match self.load_coalesced(key).await {
+            Ok(found) => Ok(found),
+            Err(err) if inner.clock.since(entry.loaded) < inner.stale_if_error => {
+                tracing::warn!(key = %key, origin = err.origin().as_str(), error = %err, "origins failed; the last answer (not there) stands");
+                entry.mark_failed(inner.clock.now());
+                let answer = entry.answer();
+                inner.entries.insert(key.clone(), entry).await;
+                Ok(answer)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Loads `key` from the origins; concurrent callers share one load.
+    async fn load_coalesced(&self, key: &ObjectKey) -> Result<Found<Manifest>, OriginError> {
+        let inner = &self.inner;
         let loaded = AtomicBool::new(false);
         let result = inner
             .entries
             .try_get_with_by_ref(key, async {
                 loaded.store(true, Ordering::Relaxed);
-                inner.load(key).await.map(Entry::new)
+                let at = inner.clock.now();
+                inner.load(key).await.map(|value| Entry::new(value, at))
             })
             .await;
         let coalesced = !loaded.load(Ordering::Relaxed);
@@ -217,7 +319,7 @@ impl ManifestCache {
             "miss"
         });
         match result {
-            Ok(entry) => Ok(entry.manifest()),
+            Ok(entry) => Ok(entry.answer()),
             Err(err) => Err(err.duplicate()),
         }
     }
@@ -225,6 +327,19 @@ impl ManifestCache {
     /// Drops every entry.
     pub fn purge(&self) {
         self.inner.entries.invalidate_all();
+    }
+
+    /// Waits until no background revalidation is running (tests, and anyone who changed
+    /// the store and wants the next answer to show it).
+    pub async fn settled(&self) {
+        let mut running = self.inner.running.subscribe();
+        // The sender lives in `inner`, which `self` holds: the channel cannot close.
+        let _ = running.wait_for(|n| *n == 0).await;
+    }
+
+    /// Origin loads started so far (first loads and revalidations).
+    pub fn loads(&self) -> u64 {
+        self.inner.loads.load(Ordering::Relaxed)
     }
 
     /// Starts one background revalidation of `entry` (none if one is running).
@@ -235,17 +350,24 @@ impl ManifestCache {
         let inner = self.inner.clone();
         let key = key.clone();
         let entry = entry.clone();
+        inner.running.send_modify(|n| *n += 1);
         tokio::spawn(async move {
-            match inner.load(&key).await {
-                Ok(fresh) => inner.entries.insert(key, Entry::new(fresh)).await,
-                Err(err) => {
+            let at = inner.clock.now();
+            let fresh = inner.load(&key).await;
+            match (fresh, &entry.value) {
+                // GitHub gave this copy and cannot confirm it now: it stands.
+                (Ok(Cached::Unconfirmed(err)), Cached::Found(_, _, OriginName::GitHub)) => {
                     tracing::warn!(key = %key, error = %err, "revalidation failed; serving the last good manifest");
-                    if let Ok(mut failed) = entry.failed_at.lock() {
-                        *failed = Some(Instant::now());
-                    }
+                    entry.mark_failed(inner.clock.now());
+                }
+                (Ok(fresh), _) => inner.entries.insert(key, Entry::new(fresh, at)).await,
+                (Err(err), _) => {
+                    tracing::warn!(key = %key, origin = err.origin().as_str(), error = %err, "revalidation failed; serving the last good manifest");
+                    entry.mark_failed(inner.clock.now());
                 }
             }
             entry.refreshing.store(false, Ordering::Release);
+            inner.running.send_modify(|n| *n = n.saturating_sub(1));
         });
     }
 
@@ -259,19 +381,17 @@ impl ManifestCache {
 }
 
 impl Inner {
-    async fn load(&self, key: &ObjectKey) -> Result<Cached, StoreError> {
-        let parsed = self
-            .origins
-            .manifest(key, MAX_MANIFEST_BYTES, |bytes| {
-                let manifest = Manifest::parse(key, bytes, &self.public_url)?;
-                // Parsed form plus rendering: about three times the file.
-                let weight = u32::try_from(bytes.len().saturating_mul(3)).unwrap_or(u32::MAX);
-                Some((manifest, weight.max(256)))
-            })
-            .await?;
-        Ok(match parsed {
-            Some((manifest, weight)) => Cached::Found(manifest, weight),
-            None => Cached::Missing,
-        })
+    async fn load(&self, key: &ObjectKey) -> Result<Cached, OriginError> {
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        // Boxed: the origins' future (store, then GitHub) is deep, and it is awaited inside
+        // the cache's own, which every update check awaits.
+        let found = Box::pin(self.origins.manifest(key, |bytes| {
+            let manifest = Manifest::parse(key, bytes, &self.public_url)?;
+            // Parsed form plus rendering: about three times the file.
+            let weight = u32::try_from(bytes.len().saturating_mul(3)).unwrap_or(u32::MAX);
+            Some((manifest, weight.max(256)))
+        }))
+        .await?;
+        Ok(Cached::from_found(found))
     }
 }

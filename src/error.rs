@@ -11,6 +11,10 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
+use crate::origin::OriginError;
+use crate::origin::github::GitHubError;
+use crate::release::channel::InvalidChannel;
+use crate::release::platform::DetectError;
 use crate::store::StoreError;
 use crate::store::key::KeyError;
 
@@ -54,9 +58,9 @@ pub enum AppError {
     /// The handler did not produce headers within the request timeout.
     #[error("request timed out after {0:?}")]
     RequestTimeout(Duration),
-    /// The store failed.
+    /// An origin failed; the error names which.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Origin(#[from] OriginError),
     /// A bug: caught panics and the like.
     #[error("internal error: {0}")]
     Internal(String),
@@ -77,13 +81,7 @@ impl AppError {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
             }
             AppError::RequestTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-            AppError::Store(StoreError::NotFound { .. }) => (StatusCode::NOT_FOUND, "not_found"),
-            AppError::Store(StoreError::Timeout(_)) => {
-                (StatusCode::GATEWAY_TIMEOUT, "store_timeout")
-            }
-            AppError::Store(StoreError::Unavailable { .. }) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
-            }
+            AppError::Origin(ref err) => origin_status(err),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -91,15 +89,80 @@ impl AppError {
     /// The text the client sees: precise for client errors, opaque for server errors.
     fn public_message(&self) -> String {
         match self {
-            AppError::Store(StoreError::NotFound { key }) => format!("no object at {key}"),
-            AppError::Store(StoreError::Timeout(_)) | AppError::RequestTimeout(_) => {
-                "the origin did not answer in time; retry later".into()
-            }
-            AppError::Store(StoreError::Unavailable { .. }) => {
-                "the store is unavailable; retry later".into()
-            }
+            AppError::RequestTimeout(_) => "the origin did not answer in time; retry later".into(),
+            AppError::Origin(err) => origin_message(err).into(),
             AppError::Internal(_) => "internal server error".into(),
             other => other.to_string(),
+        }
+    }
+}
+
+/// The status and code of an origin's failure: which origin, and how it failed.
+fn origin_status(err: &OriginError) -> (StatusCode, &'static str) {
+    const UNAVAILABLE: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
+    const TIMEOUT: StatusCode = StatusCode::GATEWAY_TIMEOUT;
+    match err {
+        OriginError::Store(store) | OriginError::Both { store, .. } => match store {
+            StoreError::Timeout(_) => (TIMEOUT, "store_timeout"),
+            // Never built: "not found" is an answer, not a failure. Safe anyway.
+            StoreError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            StoreError::Unavailable { .. } => (UNAVAILABLE, "store_unavailable"),
+        },
+        OriginError::GitHub(github) => match github {
+            GitHubError::Timeout(_) => (TIMEOUT, "github_timeout"),
+            GitHubError::RateLimited { .. } => (UNAVAILABLE, "github_rate_limited"),
+            GitHubError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            GitHubError::Unavailable { .. } => (UNAVAILABLE, "github_unavailable"),
+        },
+    }
+}
+
+/// What the client is told of an origin's failure (the cause is in the log).
+fn origin_message(err: &OriginError) -> &'static str {
+    match origin_status(err).1 {
+        "store_timeout" => "the store did not answer in time; retry later",
+        "store_unavailable" => "the store is unavailable; retry later",
+        "github_timeout" => {
+            "GitHub Releases, the only origin that may have this, did not answer in time; retry later"
+        }
+        "github_rate_limited" => {
+            "GitHub Releases, the only origin that may have this, is rate-limiting us; retry later"
+        }
+        "github_unavailable" => {
+            "GitHub Releases, the only origin that may have this, is unavailable; retry later"
+        }
+        _ => "not found",
+    }
+}
+
+/// Seconds for `Retry-After`: GitHub's own back-off when it set one, else 5.
+fn retry_after(err: &OriginError) -> u64 {
+    match err {
+        OriginError::GitHub(GitHubError::RateLimited {
+            retry_after: Some(wait),
+            ..
+        }) => wait.as_secs().clamp(1, 3600),
+        _ => 5,
+    }
+}
+
+impl From<DetectError> for AppError {
+    fn from(err: DetectError) -> Self {
+        AppError::BadRequest {
+            code: match err {
+                DetectError::Platform(_) => "invalid_platform",
+                DetectError::Arch(_) => "invalid_arch",
+            },
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<InvalidChannel> for AppError {
+    fn from(err: InvalidChannel) -> Self {
+        AppError::BadRequest {
+            code: "invalid_channel",
+            message: err.to_string(),
         }
     }
 }
@@ -113,7 +176,12 @@ fn log_server_error(err: &AppError) {
         chain.push_str(&cause.to_string());
         source = cause.source();
     }
-    tracing::error!(error = %chain, "request failed");
+    match err {
+        AppError::Origin(origin) => {
+            tracing::error!(origin = origin.origin().as_str(), error = %chain, "request failed");
+        }
+        _ => tracing::error!(error = %chain, "request failed"),
+    }
 }
 
 impl IntoResponse for AppError {
@@ -140,8 +208,8 @@ impl IntoResponse for AppError {
                     headers.insert(header::CONTENT_RANGE, value);
                 }
             }
-            AppError::Store(StoreError::Unavailable { .. }) => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            AppError::Origin(err) if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after(err)));
             }
             AppError::MethodNotAllowed => {
                 headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));

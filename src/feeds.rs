@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use crate::cache::Manifest;
 use crate::error::AppError;
+use crate::origin::Found;
+use crate::release::channel::Channel;
 use crate::release::electron::{ChannelFile, ElectronManifest};
 use crate::release::platform::{Arch, Format, Platform, packager_format};
 use crate::release::squirrel::SquirrelReleases;
@@ -17,7 +19,7 @@ use crate::state::App;
 use crate::store::ObjectKey;
 
 /// Where the channel files currently served live (SPEC §1).
-pub const LATEST_DIR: &str = "releases/latest";
+const LATEST_DIR: &str = "releases/latest";
 
 /// An update check, as the client described itself.
 #[derive(Debug, Clone)]
@@ -29,7 +31,7 @@ pub struct UpdateCheck {
     /// The version the client runs.
     pub version: semver::Version,
     /// The channel it follows.
-    pub channel: String,
+    pub channel: Channel,
     /// Its rollout identity (SPEC §2.3 order); `None` when nothing identified it.
     pub client_id: Option<String>,
 }
@@ -78,17 +80,38 @@ fn latest_key(name: &str) -> Result<ObjectKey, AppError> {
         .map_err(|e| AppError::Internal(format!("bad manifest key {name}: {e}")))
 }
 
-async fn manifest(app: &App, key: &ObjectKey) -> Result<Option<Manifest>, AppError> {
-    Ok(app.manifests.get(key).await?)
+/// Whether an answer can do without a manifest (SPEC §3: a fallback never makes an answer
+/// worse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A probe among candidates (the Tauri manifest before the channel file, the
+    /// `-linux-{arch}` file before `-linux`, a `.sig`): when the store has none and GitHub
+    /// cannot say, the lookup moves on.
+    Optional,
+    /// The answer depends on it: when the store has none and GitHub cannot say, that
+    /// failure (naming GitHub) is the answer.
+    Required,
+}
+
+/// The manifest at `key`, by `need`. Fails only when no origin could answer (for an
+/// optional one) or when the one that might have it failed (for a required one).
+async fn manifest(app: &App, key: &ObjectKey, need: Need) -> Result<Option<Manifest>, AppError> {
+    match app.manifests.get(key).await? {
+        Found::Yes(manifest, _) => Ok(Some(manifest)),
+        Found::No => Ok(None),
+        Found::Unconfirmed(_) if need == Need::Optional => Ok(None),
+        Found::Unconfirmed(err) => Err(err.into()),
+    }
 }
 
 /// The electron-builder channel file `file`, from `releases/latest/`.
 pub async fn channel_file(
     app: &App,
     file: &ChannelFile,
+    need: Need,
 ) -> Result<Option<Arc<ElectronManifest>>, AppError> {
     Ok(
-        match manifest(app, &latest_key(&file.file_name())?).await? {
+        match manifest(app, &latest_key(&file.file_name())?, need).await? {
             Some(Manifest::Electron(release)) => Some(release),
             _ => None,
         },
@@ -99,35 +122,38 @@ pub async fn channel_file(
 /// file names then say the arch).
 pub async fn client_channel_file(
     app: &App,
-    channel: &str,
+    channel: &Channel,
     platform: Platform,
     arch: Option<Arch>,
+    need: Need,
 ) -> Result<Option<Arc<ElectronManifest>>, AppError> {
     let file = ChannelFile::for_client(channel, platform, arch);
-    if let Some(found) = channel_file(app, &file).await? {
+    if file.arch.is_none() {
+        return channel_file(app, &file, need).await;
+    }
+    if let Some(found) = channel_file(app, &file, Need::Optional).await? {
         return Ok(Some(found));
     }
-    if file.arch.is_some() {
-        return channel_file(app, &ChannelFile::for_client(channel, platform, None)).await;
-    }
-    Ok(None)
+    channel_file(app, &ChannelFile::for_client(channel, platform, None), need).await
 }
 
 /// The Squirrel.Windows `RELEASES` of a channel: `RELEASES` for `latest`,
 /// `RELEASES-{channel}` for the others.
 pub async fn squirrel_releases(
     app: &App,
-    channel: &str,
+    channel: &Channel,
 ) -> Result<Option<Arc<SquirrelReleases>>, AppError> {
-    let name = if channel == "latest" {
+    let name = if channel.is_latest() {
         "RELEASES".to_owned()
     } else {
         format!("RELEASES-{channel}")
     };
-    Ok(match manifest(app, &latest_key(&name)?).await? {
-        Some(Manifest::Squirrel(releases)) => Some(releases),
-        _ => None,
-    })
+    Ok(
+        match manifest(app, &latest_key(&name)?, Need::Required).await? {
+            Some(Manifest::Squirrel(releases)) => Some(releases),
+            _ => None,
+        },
+    )
 }
 
 /// True when `release` is newer than `client` (semver precedence: build metadata does not
@@ -140,7 +166,7 @@ pub fn is_newer(release: &semver::Version, client: &semver::Version) -> bool {
 /// electron-builder channel file's update artifact (SPEC §2.3).
 pub async fn json_update(app: &App, check: &UpdateCheck) -> Result<Decided, AppError> {
     let tauri_key = latest_key(&format!("{}.json", check.channel))?;
-    if let Some(Manifest::Tauri(tauri)) = manifest(app, &tauri_key).await?
+    if let Some(Manifest::Tauri(tauri)) = manifest(app, &tauri_key, Need::Optional).await?
         && let Some(answer) = tauri_answer(&tauri, check)
     {
         return Ok(Decided {
@@ -149,7 +175,14 @@ pub async fn json_update(app: &App, check: &UpdateCheck) -> Result<Decided, AppE
         });
     }
 
-    let found = client_channel_file(app, &check.channel, check.platform, Some(check.arch)).await?;
+    let found = client_channel_file(
+        app,
+        &check.channel,
+        check.platform,
+        Some(check.arch),
+        Need::Required,
+    )
+    .await?;
     let Some(release) = found else {
         return Err(AppError::NoRelease {
             message: format!(
@@ -225,7 +258,7 @@ async fn signature_of(
     let Ok(key) = ObjectKey::from_trusted(format!("releases/v{version}/{}.sig", file.name)) else {
         return Ok(None);
     };
-    Ok(match manifest(app, &key).await? {
+    Ok(match manifest(app, &key, Need::Optional).await? {
         Some(Manifest::Signature(s)) if !s.is_empty() => Some(s.to_string()),
         _ => None,
     })
@@ -234,12 +267,12 @@ async fn signature_of(
 /// The installer for a visitor of `/latest` (SPEC §2.2).
 pub async fn latest_installer(
     app: &App,
-    channel: &str,
+    channel: &Channel,
     platform: Platform,
     arch: Option<Arch>,
     format: Format,
 ) -> Result<ReleaseFile, AppError> {
-    let found = client_channel_file(app, channel, platform, arch).await?;
+    let found = client_channel_file(app, channel, platform, arch, Need::Required).await?;
     if let Some(release) = found
         && let Some(file) = choose_file(&release.files, format, arch)
     {
@@ -253,7 +286,7 @@ pub async fn latest_installer(
 }
 
 /// Every installer of a channel, across platforms, for a 404 that says what there is.
-async fn available_installers(app: &App, channel: &str) -> Result<Vec<Available>, AppError> {
+async fn available_installers(app: &App, channel: &Channel) -> Result<Vec<Available>, AppError> {
     let mut available = Vec::new();
     let files = [
         ChannelFile::for_client(channel, Platform::Mac, None),
@@ -263,7 +296,7 @@ async fn available_installers(app: &App, channel: &str) -> Result<Vec<Available>
         ChannelFile::for_client(channel, Platform::Linux, Some(Arch::Armv7l)),
     ];
     for file in &files {
-        if let Some(release) = channel_file(app, file).await? {
+        if let Some(release) = channel_file(app, file, Need::Optional).await? {
             available.extend(
                 release
                     .files

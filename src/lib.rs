@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod feeds;
@@ -13,6 +14,7 @@ pub mod middleware;
 pub mod origin;
 pub mod publish;
 pub mod release;
+pub mod response;
 pub mod router;
 pub mod server;
 pub mod state;

@@ -16,10 +16,10 @@ use anyhow::{Context, bail, ensure};
 use base64::Engine;
 use bytes::Bytes;
 use serde_norway::Value;
-use sha2::{Digest, Sha512};
 
-use crate::cache::MAX_MANIFEST_BYTES;
-use crate::release::electron::{ChannelFile, is_channel_name};
+use crate::release::MAX_MANIFEST_BYTES;
+use crate::release::channel::Channel;
+use crate::release::electron::ChannelFile;
 use crate::release::parse_version;
 use crate::store::{ObjectKey, Store};
 
@@ -53,7 +53,7 @@ pub struct Plan {
     /// The version.
     pub version: semver::Version,
     /// The channel.
-    pub channel: String,
+    pub channel: Channel,
     /// Artifacts, blockmaps and signatures.
     pub artifacts: Vec<Artifact>,
     /// The channel's files (`{channel}*.yml`).
@@ -62,21 +62,12 @@ pub struct Plan {
 
 fn sha512_file(path: &Path) -> anyhow::Result<([u8; 64], u64)> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = Sha512::new();
-    let size = std::io::copy(
-        &mut std::io::BufReader::with_capacity(1 << 20, file),
-        &mut hasher,
-    )
-    .with_context(|| format!("reading {}", path.display()))?;
-    Ok((hasher.finalize().into(), size))
+    crate::store::sha512_file(file).with_context(|| format!("reading {}", path.display()))
 }
 
 /// Reads and checks an electron-builder output folder for `version` on `channel`.
 pub fn plan(dir: &Path, version: &str, channel: &str) -> anyhow::Result<Plan> {
-    ensure!(
-        is_channel_name(channel),
-        "`{channel}` is not a channel name ([a-z0-9-]+)"
-    );
+    let channel = Channel::parse(channel)?;
     let version =
         parse_version(version).with_context(|| format!("`{version}` is not a semver version"))?;
     let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
@@ -175,7 +166,7 @@ pub fn plan(dir: &Path, version: &str, channel: &str) -> anyhow::Result<Plan> {
     );
     Ok(Plan {
         version,
-        channel: channel.to_owned(),
+        channel,
         artifacts: artifacts.into_values().collect(),
         manifests,
     })
@@ -356,10 +347,7 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
 /// Serves version `to` on `channel` again: copies its channel files from `releases/v{to}/`
 /// over `releases/latest/`, one by one, each write atomic.
 pub async fn rollback(store: &Store, channel: &str, to: &str) -> anyhow::Result<Vec<String>> {
-    ensure!(
-        is_channel_name(channel),
-        "`{channel}` is not a channel name ([a-z0-9-]+)"
-    );
+    let channel = Channel::parse(channel)?;
     let version = parse_version(to).with_context(|| format!("`{to}` is not a semver version"))?;
     let dir = format!("releases/v{version}");
     let names: Vec<String> = store
@@ -392,6 +380,7 @@ pub async fn rollback(store: &Store, channel: &str, to: &str) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha512};
 
     fn write(dir: &Path, name: &str, bytes: &[u8]) {
         std::fs::write(dir.join(name), bytes).unwrap();

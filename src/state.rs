@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::cache::ManifestCache;
+use crate::clock::Clock;
 use crate::config::{Config, Secrets};
 use crate::metrics::Metrics;
-use crate::origin::Origins;
-use crate::store::StoreError;
+use crate::origin::{OriginError, Origins};
 use crate::store::key::CachePolicy;
 use crate::versions::KnownVersions;
 
@@ -40,6 +40,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// When an origin last answered a readiness probe, and which.
     pub last_ready: Mutex<Option<(Instant, &'static str)>>,
+    /// The clock every time-based decision reads.
+    pub clock: Clock,
     /// A readiness probe started by a scrape is running.
     probing: AtomicBool,
     /// The versions and channels the store holds, listed in the background.
@@ -47,14 +49,30 @@ pub struct App {
 }
 
 impl App {
-    /// Builds the state from a validated config.
+    /// Builds the state from a validated config, on the system clock.
     pub fn build(config: Config, secrets: Secrets) -> anyhow::Result<AppState> {
+        Self::build_with_clock(config, secrets, Clock::system())
+    }
+
+    /// As [`App::build`], with the clock that TTLs, stale copies, the circuit breaker and
+    /// back-offs are judged by (a manual one in tests).
+    pub fn build_with_clock(
+        config: Config,
+        secrets: Secrets,
+        clock: Clock,
+    ) -> anyhow::Result<AppState> {
         let metrics = Arc::new(Metrics::new()?);
-        let origins = Arc::new(Origins::build(&config, &secrets, metrics.clone())?);
+        let origins = Arc::new(Origins::build(
+            &config,
+            &secrets,
+            clock.clone(),
+            metrics.clone(),
+        )?);
         let manifests = ManifestCache::new(
             origins.clone(),
             &config.cache,
             &config.public_url,
+            clock.clone(),
             metrics.clone(),
         );
         let cache_policy = CachePolicy::new(config.cache.manifest_max_age);
@@ -64,6 +82,7 @@ impl App {
         }
         let known_versions = KnownVersions::new(
             origins.clone(),
+            clock.clone(),
             config.cache.manifest_ttl,
             config.store.timeout,
         );
@@ -75,6 +94,7 @@ impl App {
             manifests,
             metrics,
             last_ready: Mutex::new(None),
+            clock,
             probing: AtomicBool::new(false),
             known_versions,
         })))
@@ -83,7 +103,7 @@ impl App {
     /// Ready when an origin (the store, else GitHub) answered within the readiness
     /// interval; probes them when the last answer is older than that. The name of the
     /// origin that answered.
-    pub async fn is_ready(&self) -> Result<&'static str, StoreError> {
+    pub async fn is_ready(&self) -> Result<&'static str, OriginError> {
         if let Some(origin) = self.recently_ready() {
             return Ok(origin);
         }
@@ -91,7 +111,7 @@ impl App {
         self.metrics.ready.set(i64::from(probed.is_ok()));
         let origin = probed?;
         if let Ok(mut last) = self.last_ready.lock() {
-            *last = Some((Instant::now(), origin));
+            *last = Some((self.clock.now(), origin));
         }
         Ok(origin)
     }
@@ -103,7 +123,7 @@ impl App {
             .lock()
             .ok()
             .and_then(|last| *last)
-            .filter(|(at, _)| at.elapsed() < interval)
+            .filter(|(at, _)| self.clock.since(*at) < interval)
             .map(|(_, origin)| origin)
     }
 }

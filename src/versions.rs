@@ -15,10 +15,15 @@ use std::time::{Duration, Instant};
 
 use semver::Version;
 
-use crate::feeds::LATEST_DIR;
+use crate::clock::Clock;
 use crate::origin::Origins;
-use crate::release::electron::{ChannelFile, is_channel_name};
+use crate::release::channel::Channel;
+use crate::release::electron::ChannelFile;
 use crate::store::StoreError;
+use crate::store::key::RELEASES_PREFIX;
+
+/// Where the channel files are: `releases/latest/` (SPEC §1).
+const LATEST: &str = "latest";
 
 /// The label of a client version or channel the store does not hold.
 pub const OTHER: &str = "other";
@@ -41,7 +46,7 @@ pub struct Listing {
 }
 
 impl Listing {
-    /// A listing of `versions` (any order) and `channels`.
+    /// A listing of `versions` (any order) and `channels`, not (yet) from the store.
     pub fn new(mut versions: Vec<Version>, channels: BTreeSet<String>) -> Self {
         versions.sort();
         versions.dedup();
@@ -50,7 +55,7 @@ impl Listing {
             versions,
             labels,
             channels,
-            listed_at: Some(Instant::now()),
+            listed_at: None,
         }
     }
 
@@ -104,7 +109,7 @@ impl Listing {
 /// The channel a file of `releases/latest/` serves: electron-builder's channel files
 /// (`beta-mac.yml`), Tauri's `{channel}.json`, Velopack's `releases.{channel}.json`,
 /// Squirrel.Windows' `RELEASES` (the `latest` channel) and `RELEASES-{channel}`.
-pub fn channel_of_file(name: &str) -> Option<String> {
+pub fn channel_of_file(name: &str) -> Option<Channel> {
     if name.ends_with(".yml") {
         return ChannelFile::parse(name).map(|file| file.channel);
     }
@@ -117,7 +122,7 @@ pub fn channel_of_file(name: &str) -> Option<String> {
     } else {
         return None;
     };
-    is_channel_name(channel).then(|| channel.to_owned())
+    Channel::parse(channel).ok()
 }
 
 /// The store's versions and channels, kept in memory and refreshed in the background.
@@ -130,6 +135,8 @@ pub struct KnownVersions {
 struct Inner {
     /// The store to list (none with GitHub alone: nothing is ever listed), and its circuit.
     origins: Arc<Origins>,
+    /// What the interval is measured by.
+    clock: Clock,
     interval: Duration,
     /// Bound on one listing (each of its two store calls).
     timeout: Duration,
@@ -140,10 +147,11 @@ struct Inner {
 impl KnownVersions {
     /// Lists the origins' store at most every `interval`; each listing call gives up after
     /// `timeout`.
-    pub fn new(origins: Arc<Origins>, interval: Duration, timeout: Duration) -> Self {
+    pub fn new(origins: Arc<Origins>, clock: Clock, interval: Duration, timeout: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 origins,
+                clock,
                 interval: interval.max(MIN_INTERVAL),
                 timeout,
                 current: RwLock::new(Arc::new(Listing::default())),
@@ -158,7 +166,7 @@ impl KnownVersions {
         let listing = self.inner.snapshot();
         let due = listing
             .listed_at
-            .is_none_or(|at| at.elapsed() >= self.inner.interval);
+            .is_none_or(|at| self.inner.clock.since(at) >= self.inner.interval);
         if due
             && self.inner.origins.store().is_some()
             && !self.inner.origins.circuit_open()
@@ -195,11 +203,18 @@ impl Inner {
         };
         let listed = async {
             let versions = store.list_versions().await?;
-            let files = tokio::time::timeout(self.timeout, store.list(LATEST_DIR))
+            let latest = format!("{RELEASES_PREFIX}/{LATEST}");
+            let files = tokio::time::timeout(self.timeout, store.list(&latest))
                 .await
                 .map_err(|_| StoreError::Timeout(self.timeout))??;
-            let channels = files.iter().filter_map(|f| channel_of_file(f)).collect();
-            Ok::<_, StoreError>(Listing::new(versions, channels))
+            let channels = files
+                .iter()
+                .filter_map(|f| channel_of_file(f))
+                .map(|c| c.as_str().to_owned())
+                .collect();
+            let mut listing = Listing::new(versions, channels);
+            listing.listed_at = Some(self.clock.now());
+            Ok::<_, StoreError>(listing)
         }
         .await;
         match listed {
@@ -229,13 +244,24 @@ mod tests {
         Version::parse(text).unwrap()
     }
 
-    fn origins(config: &Config) -> Arc<Origins> {
+    /// How often the tests' listings may be refreshed (on the manual clock).
+    const INTERVAL: Duration = Duration::from_secs(60);
+
+    fn known(config: &Config) -> (KnownVersions, Clock) {
+        let clock = Clock::manual();
         let metrics = Arc::new(Metrics::new().unwrap());
-        Arc::new(Origins::build(config, &Secrets::default(), metrics).unwrap())
+        let origins = Origins::build(config, &Secrets::default(), clock.clone(), metrics).unwrap();
+        let known = KnownVersions::new(
+            Arc::new(origins),
+            clock.clone(),
+            INTERVAL,
+            Duration::from_secs(5),
+        );
+        (known, clock)
     }
 
-    /// Origins whose filesystem store holds `dirs` under `releases/`, and `latest` files.
-    fn store_with(dirs: &[&str], latest: &[&str]) -> (tempfile::TempDir, Arc<Origins>) {
+    /// A filesystem store holding `dirs` under `releases/` and `latest` files, listed.
+    fn known_with(dirs: &[&str], latest: &[&str]) -> (tempfile::TempDir, KnownVersions, Clock) {
         let root = tempfile::tempdir().unwrap();
         for dir in dirs {
             std::fs::create_dir_all(root.path().join("releases").join(dir)).unwrap();
@@ -246,7 +272,21 @@ mod tests {
         }
         let mut config = Config::default();
         config.store.root = root.path().to_path_buf();
-        (root, origins(&config))
+        let (known, clock) = known(&config);
+        (root, known, clock)
+    }
+
+    /// Waits (bounded) until a background listing has landed that `done` accepts.
+    async fn listing_where(known: &KnownVersions, done: impl Fn(&Listing) -> bool) -> Arc<Listing> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let listing = known.inner.snapshot();
+            if done(&listing) {
+                return listing;
+            }
+            assert!(Instant::now() < deadline, "no such listing within 10 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[test]
@@ -311,13 +351,14 @@ mod tests {
             ("UPPER.json", None),
         ];
         for (name, channel) in cases {
-            assert_eq!(channel_of_file(name).as_deref(), channel, "{name}");
+            let found = channel_of_file(name);
+            assert_eq!(found.as_ref().map(Channel::as_str), channel, "{name}");
         }
     }
 
     #[tokio::test]
     async fn lists_version_directories_only() {
-        let (_root, store) = store_with(
+        let (root, known, _) = known_with(
             &[
                 "v1.0.0",
                 "v1.10.0",
@@ -335,11 +376,10 @@ mod tests {
             ],
         );
         std::fs::write(
-            _root.path().join("releases/v9.9.9"),
+            root.path().join("releases/v9.9.9"),
             b"a file, not a release",
         )
         .unwrap();
-        let known = KnownVersions::new(store, Duration::from_secs(3600), Duration::from_secs(5));
         let listing = known.refresh().await.unwrap();
         let names: Vec<String> = listing.versions().iter().map(Version::to_string).collect();
         assert_eq!(names, ["1.0.0", "1.2.0", "1.10.0", "2.0.0-rc.1"]);
@@ -350,40 +390,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn readers_never_wait_and_one_background_listing_follows() {
-        let (root, store) = store_with(&["v1.0.0"], &["latest.yml"]);
-        let known = KnownVersions::new(store, Duration::from_secs(3600), Duration::from_secs(5));
-        // Nothing listed yet: the reader gets the empty listing at once.
+    async fn readers_never_wait_and_the_listing_is_renewed_once_per_interval() {
+        let (root, known, clock) = known_with(&["v1.0.0"], &["latest.yml"]);
+        // Nothing listed yet: the reader gets the empty listing at once, and starts one.
         let first = known.current();
-        assert!(first.listed_at().is_none());
-        assert!(first.versions().is_empty());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let listed = loop {
-            let listing = known.current();
-            if listing.listed_at().is_some() {
-                break listing;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no background listing within 10 s"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        assert!(first.listed_at().is_none() && first.versions().is_empty());
+        let listed = listing_where(&known, |l| l.listed_at().is_some()).await;
         assert_eq!(listed.versions(), [v("1.0.0")]);
-        // Fresh for the interval: a new version is not seen until the listing is due.
+        // Within the interval a new version is not listed...
         std::fs::create_dir_all(root.path().join("releases/v1.1.0")).unwrap();
-        tokio::task::yield_now().await;
+        clock.advance(INTERVAL - Duration::from_secs(1));
         assert_eq!(known.current().versions(), [v("1.0.0")]);
-        assert_eq!(
-            known.refresh().await.unwrap().versions(),
-            [v("1.0.0"), v("1.1.0")]
+        tokio::task::yield_now().await;
+        assert!(
+            Arc::ptr_eq(&known.inner.snapshot(), &listed),
+            "listed again too soon"
         );
+        // ...once it has passed, the next reader starts a listing that finds it.
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(known.current().versions(), [v("1.0.0")]);
+        let renewed = listing_where(&known, |l| l.versions().len() == 2).await;
+        assert_eq!(renewed.versions(), [v("1.0.0"), v("1.1.0")]);
     }
 
     #[tokio::test]
     async fn a_failed_listing_keeps_the_last_one() {
-        let (root, store) = store_with(&["v1.0.0"], &["latest.yml"]);
-        let known = KnownVersions::new(store, Duration::from_secs(3600), Duration::from_secs(5));
+        let (root, known, _) = known_with(&["v1.0.0"], &["latest.yml"]);
         known.refresh().await.unwrap();
         // The store's root replaced by a file: listing `releases/` fails.
         std::fs::remove_dir_all(root.path().join("releases")).unwrap();
@@ -405,11 +437,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             refresh_interval: Duration::from_secs(60),
         });
-        let known = KnownVersions::new(
-            origins(&config),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        );
+        let (known, _) = known(&config);
         assert!(known.refresh().await.unwrap().versions().is_empty());
         assert_eq!(
             known.current().adoption_labels("latest", &v("1.0.0")),

@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use crate::error::AppError;
 use crate::feeds;
-use crate::release::electron::is_channel_name;
-use crate::release::platform::{DetectError, Format, Hints, detect};
+use crate::release::channel::Channel;
+use crate::release::platform::{Format, Hints, detect};
 use crate::state::AppState;
 
 /// What a cacheable (URL-only) answer may be shared for.
@@ -78,20 +78,8 @@ async fn redirect(
         ch_bitness: header(&headers, "sec-ch-ua-bitness"),
         user_agent: header(&headers, "user-agent"),
     };
-    let detected = detect(&hints).map_err(|err| AppError::BadRequest {
-        code: match err {
-            DetectError::Platform(_) => "invalid_platform",
-            DetectError::Arch(_) => "invalid_arch",
-        },
-        message: err.to_string(),
-    })?;
-    let channel = query.channel.as_deref().unwrap_or("latest");
-    if !is_channel_name(channel) {
-        return Err(AppError::BadRequest {
-            code: "invalid_channel",
-            message: format!("`{channel}` is not a channel name ([a-z0-9-]+)"),
-        });
-    }
+    let detected = detect(&hints)?;
+    let channel = Channel::from_query(query.channel.as_deref())?;
     let format = match query.format.as_deref() {
         Some(f) => Format::parse(f).ok_or_else(|| AppError::BadRequest {
             code: "invalid_format",
@@ -102,7 +90,7 @@ async fn redirect(
         None => detected.platform.default_installer(),
     };
     let file =
-        feeds::latest_installer(&app, channel, detected.platform, detected.arch, format).await?;
+        feeds::latest_installer(&app, &channel, detected.platform, detected.arch, format).await?;
     let cache_control = if detected.from_headers {
         "no-store"
     } else {

@@ -6,13 +6,13 @@ use axum::response::Response;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 
 use crate::error::AppError;
-use crate::http::object::ObjectResponse;
 use crate::metrics::{Served, ServedKind};
 use crate::origin::Opened;
 use crate::release::download_labels;
+use crate::response::object::ObjectResponse;
 use crate::state::AppState;
-use crate::store::ObjectKey;
 use crate::store::key::KeyKind;
+use crate::store::{ObjectKey, ObjectOrigin};
 
 /// Route prefix; the rest of the path, still percent-encoded, is the key below `releases/`.
 const PREFIX: &str = "/releases/";
@@ -28,8 +28,9 @@ pub async fn get_release(
     let raw = uri.path().strip_prefix(PREFIX).unwrap_or_default();
     let key = ObjectKey::release_from_url_path(raw)?;
     let object = match app.origins.open(&key).await? {
-        Opened::Object(object) => object,
-        Opened::Redirect(url) => {
+        None => return Err(AppError::NotFound(format!("no object at {key}"))),
+        Some(Opened::Object(object)) => object,
+        Some(Opened::Redirect(url)) => {
             // The download starts at GitHub; it is counted here, where we see it.
             let from_start = headers
                 .get(header::RANGE)
@@ -39,7 +40,12 @@ pub async fn get_release(
             return redirect(&app, &url).map(|r| served(r, "github", ServedKind::Redirect));
         }
     };
-    let origin = object.origin().as_str();
+    let origin = match object.origin() {
+        ObjectOrigin::Store => "store",
+        // The one other origin is GitHub Releases (streamed through, private repositories).
+        ObjectOrigin::External => "github",
+        ObjectOrigin::Stale => "stale",
+    };
     let guard = (method == Method::GET).then(|| app.metrics.download_guard());
     let response = ObjectResponse {
         key: &key,

@@ -11,12 +11,13 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::error::AppError;
-use crate::feeds::{self, JsonAnswer, UpdateCheck};
-use crate::http::feed::{FeedBody, FeedCaching, feed_response};
+use crate::feeds::{self, JsonAnswer, Need, UpdateCheck};
 use crate::metrics::{Served, ServedKind};
-use crate::release::electron::{ChannelFile, is_channel_name};
+use crate::release::channel::Channel;
+use crate::release::electron::ChannelFile;
 use crate::release::parse_version;
-use crate::release::platform::{Arch, Platform};
+use crate::release::platform::{Arch, DetectError, Platform};
+use crate::response::feed::{FeedBody, FeedCaching, feed_response};
 use crate::state::{App, AppState};
 
 const YAML: &str = "application/yaml";
@@ -44,18 +45,9 @@ fn bad(code: &'static str, message: String) -> AppError {
 
 fn parse_client(platform: &str, arch: &str, version: &str) -> Result<Client, AppError> {
     Ok(Client {
-        platform: Platform::parse(platform).ok_or_else(|| {
-            bad(
-                "invalid_platform",
-                format!("unknown platform `{platform}` (expected darwin, win32 or linux, or an alias)"),
-            )
-        })?,
-        arch: Arch::parse(arch).ok_or_else(|| {
-            bad(
-                "invalid_arch",
-                format!("unknown arch `{arch}` (expected x64, arm64, ia32, armv7l or universal, or an alias)"),
-            )
-        })?,
+        platform: Platform::parse(platform)
+            .ok_or_else(|| DetectError::Platform(platform.to_owned()))?,
+        arch: Arch::parse(arch).ok_or_else(|| DetectError::Arch(arch.to_owned()))?,
         version: parse_version(version).ok_or_else(|| {
             bad(
                 "invalid_version",
@@ -65,16 +57,8 @@ fn parse_client(platform: &str, arch: &str, version: &str) -> Result<Client, App
     })
 }
 
-fn channel(query: &UpdateQuery) -> Result<String, AppError> {
-    let channel = query.channel.as_deref().unwrap_or("latest");
-    if is_channel_name(channel) {
-        Ok(channel.to_owned())
-    } else {
-        Err(bad(
-            "invalid_channel",
-            format!("`{channel}` is not a channel name ([a-z0-9-]+)"),
-        ))
-    }
+fn channel(query: &UpdateQuery) -> Result<Channel, AppError> {
+    Ok(Channel::from_query(query.channel.as_deref())?)
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
@@ -86,7 +70,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
 }
 
 /// Counts an answered update check, and the version the client runs (adoption).
-fn count(app: &App, protocol: &str, channel: &str, client: &Client, update: bool) {
+fn count(app: &App, protocol: &str, channel: &Channel, client: &Client, update: bool) {
     app.metrics
         .update_checks
         .with_label_values(&[
@@ -99,7 +83,7 @@ fn count(app: &App, protocol: &str, channel: &str, client: &Client, update: bool
     let known = app.known_versions.current();
     app.metrics
         .client_versions
-        .with_label_values(&known.adoption_labels(channel, &client.version))
+        .with_label_values(&known.adoption_labels(channel.as_str(), &client.version))
         .inc();
 }
 
@@ -215,9 +199,10 @@ async fn channel_file_response(
     fall_back_to_linux: bool,
 ) -> Result<Response, AppError> {
     let found = if fall_back_to_linux {
-        feeds::client_channel_file(app, &file.channel, file.platform, file.arch).await?
+        feeds::client_channel_file(app, &file.channel, file.platform, file.arch, Need::Required)
+            .await?
     } else {
-        feeds::channel_file(app, file).await?
+        feeds::channel_file(app, file, Need::Required).await?
     };
     let Some(found) = found else {
         return Err(AppError::NoRelease {
@@ -271,7 +256,7 @@ fn client_id(
 
 /// The client's address: the peer, or when the peer is a trusted proxy, the right-most
 /// `X-Forwarded-For` entry that is not itself a trusted proxy.
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;

@@ -6,40 +6,11 @@ use headers::{ETag, HeaderMapExt, IfMatch, IfModifiedSince, IfNoneMatch, IfUnmod
 use http::{HeaderMap, Method, header};
 use http_range_header::{EndPosition, RangeUnsatisfiableError, StartPosition};
 
+use crate::store::ByteRange;
+
 /// Most ranges one request may ask for. electron-updater's differential download sends up to
 /// 1000; beyond this the whole body is cheaper for everyone than a multipart of crumbs.
-pub const MAX_RANGES: usize = 1024;
-
-/// An inclusive byte range `start..=end`, always inside the representation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteRange {
-    /// First byte.
-    pub start: u64,
-    /// Last byte (inclusive, as in `Content-Range`).
-    pub end: u64,
-}
-
-impl ByteRange {
-    /// The whole of a non-empty representation of `size` bytes.
-    pub fn whole(size: u64) -> Option<Self> {
-        size.checked_sub(1).map(|end| Self { start: 0, end })
-    }
-
-    /// Number of bytes in the range.
-    pub fn len(&self) -> u64 {
-        self.end - self.start + 1
-    }
-
-    /// Never true: a `ByteRange` holds at least one byte. Here for clippy's `len` convention.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    /// The `Content-Range` value for this range of a `size`-byte representation.
-    pub fn content_range(&self, size: u64) -> String {
-        format!("bytes {}-{}/{}", self.start, self.end, size)
-    }
-}
+const MAX_RANGES: usize = 1024;
 
 /// The validators of the selected representation.
 #[derive(Debug, Clone)]
@@ -181,7 +152,7 @@ fn if_range_matches(value: &[u8], v: &Validators) -> bool {
 /// selects all of it, a range starting past the end is unsatisfiable and dropped, a last
 /// position past the end is clamped, and a range whose last position is before its first
 /// makes the whole header invalid.
-pub fn resolve_range(header_value: &str, size: u64) -> RangeDecision {
+fn resolve_range(header_value: &str, size: u64) -> RangeDecision {
     // The range unit is case-insensitive (RFC 9110 §14.1); the crate wants `bytes=`.
     let Some(spec) = header_value
         .get(..6)

@@ -1,7 +1,5 @@
-//! HTTP protocol logic that knows nothing of axum: preconditions and ranges, multipart
-//! bodies, and the response for an object.
+//! HTTP protocol logic that knows nothing of axum: preconditions and ranges (one pure
+//! function), and `multipart/byteranges` bodies.
 
 pub mod conditional;
-pub mod feed;
 pub mod multipart;
-pub mod object;

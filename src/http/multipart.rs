@@ -10,8 +10,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream;
 
-use super::conditional::ByteRange;
-use crate::store::{ByteStream, Object};
+use crate::store::parts::read_parts;
+use crate::store::{ByteRange, ByteStream, Object};
 
 /// A planned multipart body: boundary, part headers and total length.
 #[derive(Debug, Clone)]
@@ -30,12 +30,7 @@ impl MultipartBody {
     }
 
     /// As [`MultipartBody::new`], with a chosen boundary (for tests).
-    pub fn with_boundary(
-        boundary: String,
-        ranges: Vec<ByteRange>,
-        size: u64,
-        part_type: &str,
-    ) -> Self {
+    fn with_boundary(boundary: String, ranges: Vec<ByteRange>, size: u64, part_type: &str) -> Self {
         let heads = ranges
             .iter()
             .enumerate()
@@ -70,21 +65,28 @@ impl MultipartBody {
         heads + data + self.tail.len() as u64
     }
 
-    /// The body: each part read from `object` only when the previous one is done.
+    /// The body: the parts read from `object` in order, ranges close to each other read
+    /// together when the object is remote (see [`crate::store::parts`]).
     pub fn stream(self, object: Object) -> ByteStream {
-        let parts = self
-            .heads
-            .into_iter()
-            .zip(self.ranges)
-            .map(move |(head, range)| {
-                let data = object.read(range);
-                stream::once(async move { Ok(head) }).chain(data)
-            });
-        Box::pin(
-            stream::iter(parts)
-                .flatten()
-                .chain(stream::once(async move { Ok(self.tail) })),
-        )
+        let gap = object.read_gap();
+        let heads = self.heads;
+        let mut next_head = 0;
+        let body = read_parts(object, self.ranges, gap).flat_map(move |chunk| {
+            let mut out = Vec::with_capacity(2);
+            match chunk {
+                Ok(chunk) => {
+                    // A part's head goes out just before its first bytes.
+                    while next_head <= chunk.part && next_head < heads.len() {
+                        out.push(Ok(heads[next_head].clone()));
+                        next_head += 1;
+                    }
+                    out.push(Ok(chunk.bytes));
+                }
+                Err(err) => out.push(Err(err)),
+            }
+            stream::iter(out)
+        });
+        Box::pin(body.chain(stream::once(async move { Ok(self.tail) })))
     }
 }
 

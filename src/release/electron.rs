@@ -4,14 +4,15 @@
 use bytes::Bytes;
 use serde_norway::{Mapping, Value};
 
+use super::channel::Channel;
 use super::platform::{Arch, Format, Platform};
 use super::{ReleaseFile, absolute_artifact_url, parse_version};
 
 /// A channel file name: `{channel}{suffix}.yml` (SPEC §1).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ChannelFile {
-    /// `latest`, `beta`, `alpha`, ... (`[a-z0-9-]+`).
-    pub channel: String,
+    /// `latest`, `beta`, `alpha`, ...
+    pub channel: Channel,
     /// Whose updater reads it.
     pub platform: Platform,
     /// Linux files other than x64 name their arch (`-linux-arm64`); others hold every arch.
@@ -20,13 +21,13 @@ pub struct ChannelFile {
 
 impl ChannelFile {
     /// The channel file an updater on `platform`/`arch` reads for `channel`.
-    pub fn for_client(channel: &str, platform: Platform, arch: Option<Arch>) -> Self {
+    pub fn for_client(channel: &Channel, platform: Platform, arch: Option<Arch>) -> Self {
         let arch = match (platform, arch) {
             (Platform::Linux, Some(a)) if a != Arch::X64 && a != Arch::Universal => Some(a),
             _ => None,
         };
         Self {
-            channel: channel.to_owned(),
+            channel: channel.clone(),
             platform,
             arch,
         }
@@ -44,8 +45,8 @@ impl ChannelFile {
         } else {
             (stem, Platform::Windows, None)
         };
-        is_channel_name(channel).then(|| Self {
-            channel: channel.to_owned(),
+        Some(Self {
+            channel: Channel::parse(channel).ok()?,
             platform,
             arch,
         })
@@ -66,15 +67,6 @@ impl ChannelFile {
     fn default_arch(&self) -> Arch {
         self.arch.unwrap_or(self.platform.default_arch())
     }
-}
-
-/// `[a-z0-9-]+` (SPEC §1).
-pub fn is_channel_name(channel: &str) -> bool {
-    !channel.is_empty()
-        && channel.len() <= 64
-        && channel
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Why a channel file was not usable (it then counts as missing, SPEC §2).
@@ -168,7 +160,7 @@ impl ElectronManifest {
             notes,
             staging_percentage: map.get("stagingPercentage").and_then(Value::as_f64),
             files,
-            etag: crate::http::feed::body_etag(&rendered),
+            etag: super::body_etag(&rendered),
             rendered,
         })
     }
@@ -306,15 +298,22 @@ customField: kept
             assert_eq!(ChannelFile::parse(bad), None, "{bad}");
         }
         assert_eq!(
-            ChannelFile::for_client("beta", Platform::Linux, Some(Arch::Arm64)).file_name(),
+            ChannelFile::for_client(
+                &Channel::parse("beta").unwrap(),
+                Platform::Linux,
+                Some(Arch::Arm64)
+            )
+            .file_name(),
             "beta-linux-arm64.yml"
         );
         assert_eq!(
-            ChannelFile::for_client("latest", Platform::Linux, Some(Arch::X64)).file_name(),
+            ChannelFile::for_client(&Channel::latest(), Platform::Linux, Some(Arch::X64))
+                .file_name(),
             "latest-linux.yml"
         );
         assert_eq!(
-            ChannelFile::for_client("latest", Platform::Mac, Some(Arch::Arm64)).file_name(),
+            ChannelFile::for_client(&Channel::latest(), Platform::Mac, Some(Arch::Arm64))
+                .file_name(),
             "latest-mac.yml"
         );
     }

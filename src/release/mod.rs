@@ -2,6 +2,7 @@
 //! release, and the protocol logic built on it (installer choice, update answers, staged
 //! rollouts). Nothing here knows about HTTP servers.
 
+pub mod channel;
 pub mod electron;
 pub mod platform;
 pub mod rollout;
@@ -11,6 +12,7 @@ pub mod tauri;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::Serialize;
 
+use channel::Channel;
 use platform::{Arch, Format, Platform};
 
 /// Characters escaped in a path segment of the URLs we write (RFC 3986 `pchar` minus
@@ -32,6 +34,15 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'[')
     .add(b']');
+
+/// Largest manifest read into memory; a bigger object is not a manifest.
+pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The strong ETag of a body: 128 bits of its BLAKE3.
+pub fn body_etag(body: &[u8]) -> String {
+    let hash = blake3::hash(body);
+    format!("\"{}\"", &hash.to_hex().as_str()[..32])
+}
 
 /// One file of a release.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,24 +86,18 @@ pub fn absolute_artifact_url(public_url: &str, version: &str, name: &str) -> Str
     )
 }
 
-/// The channel a version belongs to: its first pre-release identifier (`1.2.0-beta.1` →
-/// `beta`), else `latest`.
-pub fn channel_of(version: &semver::Version) -> String {
+/// The channel a version belongs to: the letters that start its first pre-release
+/// identifier (`1.2.0-beta.1` → `beta`, `2.0.0-RC1` → `rc`), else `latest`.
+pub fn channel_of(version: &semver::Version) -> Channel {
     let pre = version.pre.as_str();
-    if pre.is_empty() {
-        return "latest".into();
-    }
     let ident = pre.split('.').next().unwrap_or(pre);
     let ident: String = ident
         .chars()
         .take_while(|c| c.is_ascii_alphabetic())
+        .take(64)
         .collect::<String>()
         .to_ascii_lowercase();
-    if ident.is_empty() {
-        "latest".into()
-    } else {
-        ident
-    }
+    Channel::parse(&ident).unwrap_or_else(|_| Channel::latest())
 }
 
 /// The labels of `release_edge_downloads_total` for an artifact key
@@ -113,7 +118,7 @@ pub fn download_labels(key: &str) -> Option<[String; 4]> {
     let version = parse_version(dir.strip_prefix('v')?)?;
     let arch = Arch::from_file_name(name).unwrap_or(platform.default_arch());
     Some([
-        channel_of(&version),
+        channel_of(&version).to_string(),
         version.to_string(),
         platform.as_str().to_owned(),
         arch.as_str().to_owned(),

@@ -246,19 +246,6 @@ impl Format {
             Format::TarGz => "tar.gz",
         }
     }
-
-    /// cargo-packager's `format` field of the JSON protocol (SPEC §2.3).
-    pub fn packager_name(self) -> &'static str {
-        match self {
-            Format::Dmg | Format::Zip | Format::Pkg | Format::TarGz => "app",
-            Format::Exe => "nsis",
-            Format::Msi => "wix",
-            Format::AppImage => "appimage",
-            Format::Deb => "deb",
-            Format::Rpm => "rpm",
-            Format::Snap => "snap",
-        }
-    }
 }
 
 /// The `format` field of the JSON protocol for an update artifact: cargo-packager's updater
@@ -640,7 +627,6 @@ mod tests {
         assert_eq!(Format::from_file_name("A.exe.blockmap"), None);
         assert_eq!(Format::from_file_name("A-full.nupkg"), None);
         assert_eq!(Format::parse("AppImage"), Some(Format::AppImage));
-        assert_eq!(Format::Msi.packager_name(), "wix");
         let cases = [
             (
                 "App_1.2.0_amd64.AppImage.tar.gz",

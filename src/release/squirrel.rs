@@ -15,7 +15,7 @@ pub struct SquirrelReleases {
 
 /// The version in a package name: `MyApp-1.2.0-full.nupkg` → `1.2.0`,
 /// `MyApp-1.2.0-beta.1-delta.nupkg` → `1.2.0-beta.1`.
-pub fn package_version(name: &str) -> Option<semver::Version> {
+fn package_version(name: &str) -> Option<semver::Version> {
     let stem = name.strip_suffix(".nupkg")?;
     let stem = stem
         .strip_suffix("-full")
@@ -59,7 +59,7 @@ impl SquirrelReleases {
         }
         (entries > 0).then(|| Self {
             newest,
-            etag: crate::http::feed::body_etag(rendered.as_bytes()),
+            etag: super::body_etag(rendered.as_bytes()),
             rendered: bytes::Bytes::from(rendered),
         })
     }

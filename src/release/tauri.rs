@@ -44,7 +44,7 @@ struct RawEntry {
 }
 
 /// Tauri's `{{target}}` for a platform.
-pub fn target_name(platform: Platform) -> &'static str {
+fn target_name(platform: Platform) -> &'static str {
     match platform {
         Platform::Mac => "darwin",
         Platform::Windows => "windows",

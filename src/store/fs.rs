@@ -6,24 +6,24 @@
 
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use moka::future::Cache;
 
+use super::ByteRange;
 use super::{ByteStream, Object, ObjectKey, ObjectMeta, ObjectSource, ObjectTtl, StoreError};
-use crate::http::conditional::ByteRange;
 
 /// Files up to this size are read whole when opened: one blocking hop serves the request.
 const SMALL_FILE: u64 = 64 * 1024;
 
 /// Size of each read while streaming. Small enough that 200 slow clients hold little memory
 /// (hyper buffers about one chunk per connection), large enough for few syscalls.
-pub const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
 
 /// How many file identities keep their computed ETag.
 const ETAG_CACHE_ENTRIES: u64 = 100_000;
@@ -66,7 +66,6 @@ impl FileIdentity {
 /// A local directory store.
 pub struct FsStore {
     root: Arc<Dir>,
-    root_path: PathBuf,
     /// Content hashes by file identity: the strong ETag of a file is the BLAKE3 of its bytes,
     /// so it changes whenever the content does and is the same on every node that serves the
     /// same files. Concurrent misses for one file hash it once.
@@ -74,7 +73,7 @@ pub struct FsStore {
     /// Small files (up to [`SMALL_FILE`]) with their metadata, reused for the key's TTL: a
     /// manifest or signature asked for thousands of times a second costs no file system
     /// call at all. Bounded by bytes.
-    small: Cache<ObjectKey, (ObjectMeta, Bytes)>,
+    small: Cache<ObjectKey, (ObjectMeta, Bytes, Instant)>,
     ttl: ObjectTtl,
 }
 
@@ -83,13 +82,26 @@ const SMALL_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The bytes of an opened file.
 #[derive(Clone)]
-pub(super) enum FsSource {
+enum FsSource {
     /// Small files, read whole when opened.
     Memory(Bytes),
     /// Larger files, read by position (`pread`) so that parts of one response never share a
     /// file offset.
-    File(Arc<std::fs::File>),
+    File(FsFile),
 }
+
+impl From<FsSource> for ObjectSource {
+    fn from(source: FsSource) -> Self {
+        match source {
+            FsSource::Memory(bytes) => ObjectSource::Memory(bytes),
+            FsSource::File(file) => ObjectSource::Fs(file),
+        }
+    }
+}
+
+/// An open file of the store, read by position.
+#[derive(Clone)]
+pub(super) struct FsFile(Arc<std::fs::File>);
 
 impl FsStore {
     /// Opens `root` as the store's root directory.
@@ -102,37 +114,34 @@ impl FsStore {
         })?;
         Ok(Self {
             root: Arc::new(dir),
-            root_path: root.to_path_buf(),
             etags: Cache::builder().max_capacity(ETAG_CACHE_ENTRIES).build(),
             small: Cache::builder()
                 .max_capacity(SMALL_CACHE_BYTES)
-                .weigher(|_, (_, bytes): &(ObjectMeta, Bytes)| {
+                .weigher(|_, (_, bytes, _): &(ObjectMeta, Bytes, Instant)| {
                     u32::try_from(bytes.len() + 256).unwrap_or(u32::MAX)
                 })
-                .expire_after(ttl)
+                .expire_after(ttl.clone())
                 .build(),
             ttl,
         })
     }
 
-    /// The root directory this store serves.
-    pub fn root_path(&self) -> &Path {
-        &self.root_path
-    }
-
     pub(super) async fn open(&self, key: &ObjectKey) -> Result<Object, StoreError> {
-        if let Some((meta, bytes)) = self.small.get(key).await {
+        if let Some((meta, bytes, learnt)) = self.small.get(key).await
+            && self.ttl.fresh(key, learnt)
+        {
             return Ok(Object {
                 meta,
-                source: ObjectSource::Fs(FsSource::Memory(bytes)),
+                source: ObjectSource::Memory(bytes),
             });
         }
+        let learnt = self.ttl.clock.now();
         let object = self.open_file(key).await?;
-        if let ObjectSource::Fs(FsSource::Memory(bytes)) = &object.source
+        if let ObjectSource::Memory(bytes) = &object.source
             && self.ttl.of(key).is_some()
         {
             self.small
-                .insert(key.clone(), (object.meta.clone(), bytes.clone()))
+                .insert(key.clone(), (object.meta.clone(), bytes.clone(), learnt))
                 .await;
         }
         Ok(object)
@@ -165,7 +174,7 @@ impl FsStore {
                 last_modified: opened.metadata.modified().ok(),
                 content_type: None,
             },
-            source: ObjectSource::Fs(opened.source),
+            source: opened.source.into(),
         })
     }
 
@@ -223,7 +232,6 @@ impl FsStore {
 
     /// SHA-512 of an object's bytes, or `None` when there is no such object.
     pub(super) async fn sha512(&self, key: &ObjectKey) -> Result<Option<[u8; 64]>, StoreError> {
-        use sha2::Digest;
         let root = Arc::clone(&self.root);
         let path = key.as_str().to_owned();
         let result = tokio::task::spawn_blocking(move || -> io::Result<Option<[u8; 64]>> {
@@ -235,12 +243,7 @@ impl FsStore {
             if !file.metadata()?.is_file() {
                 return Ok(None);
             }
-            let mut hasher = sha2::Sha512::new();
-            io::copy(
-                &mut io::BufReader::with_capacity(1 << 20, file),
-                &mut hasher,
-            )?;
-            Ok(Some(hasher.finalize().into()))
+            super::sha512_file(file).map(|(digest, _)| Some(digest))
         })
         .await
         .map_err(join_error)?;
@@ -305,7 +308,7 @@ fn open_blocking(root: &Dir, path: &str) -> io::Result<Opened> {
         file.read_exact_at(&mut buf, 0)?;
         FsSource::Memory(buf.freeze())
     } else {
-        FsSource::File(Arc::new(file))
+        FsSource::File(FsFile(Arc::new(file)))
     };
     Ok(Opened { metadata, source })
 }
@@ -313,7 +316,7 @@ fn open_blocking(root: &Dir, path: &str) -> io::Result<Opened> {
 async fn hash_source(source: FsSource) -> io::Result<Arc<str>> {
     match source {
         FsSource::Memory(bytes) => Ok(etag_of(blake3::hash(&bytes))),
-        FsSource::File(file) => tokio::task::spawn_blocking(move || {
+        FsSource::File(FsFile(file)) => tokio::task::spawn_blocking(move || {
             let mut hasher = blake3::Hasher::new();
             let mut buf = vec![0u8; 1024 * 1024];
             let mut offset = 0u64;
@@ -345,25 +348,9 @@ fn join_error(err: tokio::task::JoinError) -> StoreError {
     }
 }
 
-impl FsSource {
+impl FsFile {
     pub(super) fn read(&self, range: ByteRange) -> ByteStream {
-        match self {
-            FsSource::Memory(bytes) => {
-                let slice = usize::try_from(range.start)
-                    .ok()
-                    .zip(usize::try_from(range.end).ok())
-                    .and_then(|(start, end)| bytes.get(start..=end).map(|_| (start, end)));
-                let item = match slice {
-                    Some((start, end)) => Ok(bytes.slice(start..=end)),
-                    None => Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "range outside the file",
-                    )),
-                };
-                Box::pin(futures_util::stream::iter([item]))
-            }
-            FsSource::File(file) => read_file_range(Arc::clone(file), range),
-        }
+        read_file_range(Arc::clone(&self.0), range)
     }
 }
 
@@ -395,10 +382,13 @@ mod tests {
     use super::*;
     use futures_util::TryStreamExt;
 
-    const NO_REUSE: ObjectTtl = ObjectTtl {
-        mutable: Duration::ZERO,
-        immutable: Duration::ZERO,
-    };
+    fn no_reuse() -> ObjectTtl {
+        ObjectTtl {
+            mutable: Duration::ZERO,
+            immutable: Duration::ZERO,
+            clock: crate::clock::Clock::system(),
+        }
+    }
 
     async fn collect(stream: ByteStream) -> Vec<u8> {
         stream
@@ -417,7 +407,7 @@ mod tests {
             std::fs::create_dir_all(full.parent().unwrap()).unwrap();
             std::fs::write(full, content).unwrap();
         }
-        let store = FsStore::new(dir.path(), NO_REUSE).unwrap();
+        let store = FsStore::new(dir.path(), no_reuse()).unwrap();
         (dir, store)
     }
 

@@ -12,13 +12,13 @@ pub const RELEASES_PREFIX: &str = "releases";
 /// Longest key, in bytes after percent-decoding, that a client may ask for.
 ///
 /// S3 caps keys at 1024 bytes; nothing electron-builder produces comes close.
-pub const MAX_KEY_LEN: usize = 1024;
+const MAX_KEY_LEN: usize = 1024;
 
 /// Longest single path segment: the common file-name limit of Linux filesystems.
-pub const MAX_SEGMENT_LEN: usize = 255;
+const MAX_SEGMENT_LEN: usize = 255;
 
 /// `Cache-Control` of the immutable artifacts under `releases/v{version}/` (SPEC §2.1).
-pub const CACHE_CONTROL_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const CACHE_CONTROL_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// Extensions served as downloads (`Content-Disposition: attachment`): installers and archives.
 const ATTACHMENT_EXTENSIONS: &[&str] = &[

@@ -2,21 +2,24 @@
 //!
 //! Every backend answers the same two questions: what is this object (its [`ObjectMeta`]),
 //! and give me these bytes of it (a [`ByteStream`]). Handlers never see which backend
-//! answered, so S3 and GitHub Releases slot in beside the filesystem without touching them.
+//! answered. Another origin's object (a private GitHub asset) is served the same way through
+//! [`Object::external`] and its [`ByteSource`].
 
 pub mod fs;
-pub mod github;
 pub mod key;
+pub mod parts;
+mod range;
 pub mod s3;
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::Stream;
 
+use crate::clock::Clock;
 use crate::config::{CacheConfig, StoreConfig, StoreKind};
 use key::KeyKind;
 
@@ -25,12 +28,14 @@ const IMMUTABLE_OBJECT_TTL: Duration = Duration::from_secs(3600);
 
 /// How long a backend may reuse what it learnt about an object (metadata; a small file's
 /// bytes), by kind of key. A zero duration means "do not reuse".
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ObjectTtl {
     /// `releases/latest/...` and other mutable keys.
     pub mutable: Duration,
     /// `releases/v*/...`.
     pub immutable: Duration,
+    /// The clock freshness is judged by.
+    pub clock: Clock,
 }
 
 impl ObjectTtl {
@@ -42,8 +47,16 @@ impl ObjectTtl {
         };
         (!ttl.is_zero()).then_some(ttl)
     }
+
+    /// Whether what was learnt about `key` at `learnt` may still be used.
+    pub fn fresh(&self, key: &ObjectKey, learnt: Instant) -> bool {
+        self.of(key)
+            .is_some_and(|ttl| self.clock.since(learnt) < ttl)
+    }
 }
 
+/// Memory backstop: the caches drop an entry after its TTL of real time. Whether an entry
+/// may be used is decided by [`ObjectTtl::fresh`], on the injected clock.
 impl<V> moka::Expiry<ObjectKey, V> for ObjectTtl {
     fn expire_after_create(
         &self,
@@ -54,8 +67,8 @@ impl<V> moka::Expiry<ObjectKey, V> for ObjectTtl {
         Some(self.of(key).unwrap_or(Duration::ZERO))
     }
 }
-use crate::http::conditional::ByteRange;
 pub use key::ObjectKey;
+pub use range::ByteRange;
 
 /// Upload progress: called with the bytes written so far.
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
@@ -153,18 +166,21 @@ enum Backend {
 impl Store {
     /// Builds the store named by the config; S3 credentials come from the AWS chain.
     pub fn from_config(config: &StoreConfig, cache: &CacheConfig) -> Result<Self, StoreError> {
-        Self::with_credentials(config, cache, None)
+        Self::with_credentials(config, cache, None, Clock::system())
     }
 
-    /// As [`Store::from_config`], with explicit S3 credentials instead of the AWS chain.
+    /// As [`Store::from_config`], with explicit S3 credentials instead of the AWS chain (a
+    /// test's S3 server), and the clock that judges what may be reused.
     pub fn with_credentials(
         config: &StoreConfig,
         cache: &CacheConfig,
         credentials: Option<aws_sdk_s3::config::Credentials>,
+        clock: Clock,
     ) -> Result<Self, StoreError> {
         let ttl = ObjectTtl {
             mutable: cache.object_ttl,
             immutable: IMMUTABLE_OBJECT_TTL,
+            clock,
         };
         let backend = match config.kind {
             StoreKind::Fs => Backend::Fs(Arc::new(fs::FsStore::new(&config.root, ttl)?)),
@@ -324,38 +340,38 @@ pub struct Object {
     source: ObjectSource,
 }
 
+/// Where an object's bytes come from when they are not in the store: another origin (a
+/// private GitHub asset, streamed through). The origin implements it; the store layer only
+/// calls it, so serving such an object is the same as serving one of the store.
+pub trait ByteSource: Send + Sync {
+    /// Streams `range` of the object. Nothing is read until the stream is polled, and the
+    /// read stops when the stream is dropped.
+    fn read(&self, range: ByteRange) -> ByteStream;
+}
+
 #[derive(Clone)]
 enum ObjectSource {
-    Fs(fs::FsSource),
+    /// Held in memory: a small file read whole, or a last good copy.
+    Memory(Bytes),
+    /// A file of the filesystem store.
+    Fs(fs::FsFile),
+    /// An object of a bucket.
     S3(s3::S3Source),
-    GitHub(github::GitHubSource),
+    /// Bytes from another origin.
+    External(Arc<dyn ByteSource>),
     /// A copy held in memory of an object that came from `origin`.
-    Kept {
-        bytes: Bytes,
-        origin: ObjectOrigin,
-    },
+    Kept { bytes: Bytes, origin: ObjectOrigin },
 }
 
-/// Where the bytes of an [`Object`] come from, as the metrics name it.
+/// Where the bytes of an [`Object`] come from, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectOrigin {
-    /// The object store (or a copy of what it gave).
+    /// The store (or a copy of what it gave).
     Store,
-    /// GitHub Releases (or a copy of what it gave).
-    GitHub,
+    /// Another origin, through [`Object::external`] (or a copy of what it gave).
+    External,
     /// A last good copy, served because every origin failed.
     Stale,
-}
-
-impl ObjectOrigin {
-    /// The `origin` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ObjectOrigin::Store => "store",
-            ObjectOrigin::GitHub => "github",
-            ObjectOrigin::Stale => "stale",
-        }
-    }
 }
 
 impl Object {
@@ -363,7 +379,24 @@ impl Object {
     pub fn from_bytes(meta: ObjectMeta, bytes: Bytes) -> Self {
         Self {
             meta,
-            source: ObjectSource::Fs(fs::FsSource::Memory(bytes)),
+            source: ObjectSource::Memory(bytes),
+        }
+    }
+
+    /// An object whose bytes come from elsewhere (another origin), described by `meta`.
+    pub fn external(meta: ObjectMeta, source: Arc<dyn ByteSource>) -> Self {
+        Self {
+            meta,
+            source: ObjectSource::External(source),
+        }
+    }
+
+    /// How far apart two ranges of this object may be and still be read with one request
+    /// (see [`parts`]): remote objects only.
+    pub fn read_gap(&self) -> u64 {
+        match self.source {
+            ObjectSource::S3(_) | ObjectSource::External(_) => parts::REMOTE_GAP,
+            ObjectSource::Memory(_) | ObjectSource::Kept { .. } | ObjectSource::Fs(_) => 0,
         }
     }
 
@@ -381,33 +414,34 @@ impl Object {
 
     /// This object, served as a last good copy because every origin failed.
     pub fn as_stale(&self) -> Self {
-        match &self.source {
-            ObjectSource::Kept { bytes, .. } => Self {
-                meta: self.meta.clone(),
-                source: ObjectSource::Kept {
-                    bytes: bytes.clone(),
-                    origin: ObjectOrigin::Stale,
-                },
+        let bytes = match &self.source {
+            ObjectSource::Kept { bytes, .. } | ObjectSource::Memory(bytes) => bytes.clone(),
+            _ => return self.clone(),
+        };
+        Self {
+            meta: self.meta.clone(),
+            source: ObjectSource::Kept {
+                bytes,
+                origin: ObjectOrigin::Stale,
             },
-            _ => self.clone(),
         }
     }
 
     /// Where its bytes come from.
     pub fn origin(&self) -> ObjectOrigin {
         match &self.source {
-            ObjectSource::Fs(_) | ObjectSource::S3(_) => ObjectOrigin::Store,
-            ObjectSource::GitHub(_) => ObjectOrigin::GitHub,
+            ObjectSource::Memory(_) | ObjectSource::Fs(_) | ObjectSource::S3(_) => {
+                ObjectOrigin::Store
+            }
+            ObjectSource::External(_) => ObjectOrigin::External,
             ObjectSource::Kept { origin, .. } => *origin,
         }
     }
 
     /// Its bytes, when they are already in memory.
-    pub fn in_memory(&self) -> Option<Bytes> {
+    fn in_memory(&self) -> Option<Bytes> {
         match &self.source {
-            ObjectSource::Fs(fs::FsSource::Memory(bytes)) | ObjectSource::Kept { bytes, .. } => {
-                Some(bytes.clone())
-            }
+            ObjectSource::Memory(bytes) | ObjectSource::Kept { bytes, .. } => Some(bytes.clone()),
             _ => None,
         }
     }
@@ -442,10 +476,39 @@ impl Object {
     /// read stops when the stream is dropped (the client went away).
     pub fn read(&self, range: ByteRange) -> ByteStream {
         match &self.source {
-            ObjectSource::Fs(source) => source.read(range),
+            ObjectSource::Memory(bytes) => read_memory(bytes, range),
+            ObjectSource::Fs(file) => file.read(range),
             ObjectSource::S3(source) => source.read(range),
-            ObjectSource::GitHub(source) => source.read(range),
-            ObjectSource::Kept { bytes, .. } => fs::FsSource::Memory(bytes.clone()).read(range),
+            ObjectSource::External(source) => source.read(range),
+            ObjectSource::Kept { bytes, .. } => read_memory(bytes, range),
         }
     }
+}
+
+/// SHA-512 and length of a local file's bytes, read in 1 MiB pieces (blocking: call it off
+/// the async workers). The one place a file is hashed, for publish's checks and the stores.
+pub fn sha512_file(file: std::fs::File) -> io::Result<([u8; 64], u64)> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha512::new();
+    let size = io::copy(
+        &mut io::BufReader::with_capacity(1 << 20, file),
+        &mut hasher,
+    )?;
+    Ok((hasher.finalize().into(), size))
+}
+
+/// `range` of bytes held in memory, as a one-chunk stream.
+fn read_memory(bytes: &Bytes, range: ByteRange) -> ByteStream {
+    let slice = usize::try_from(range.start)
+        .ok()
+        .zip(usize::try_from(range.end).ok())
+        .filter(|&(start, end)| start <= end && end < bytes.len());
+    let item = match slice {
+        Some((start, end)) => Ok(bytes.slice(start..=end)),
+        None => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "range outside the object",
+        )),
+    };
+    Box::pin(futures_util::stream::iter([item]))
 }

@@ -13,7 +13,7 @@
 //!   503 with `Retry-After`, timeouts → 504; each is logged with the S3 request id.
 
 use std::io;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::provider::future;
 use aws_sdk_s3::Client;
@@ -32,11 +32,11 @@ use futures_util::TryStreamExt;
 use moka::future::Cache;
 use sha2::Digest;
 
+use super::ByteRange;
 use super::{
     ByteStream, Object, ObjectKey, ObjectMeta, ObjectSource, ObjectTtl, Progress, StoreError,
 };
 use crate::config::StoreConfig;
-use crate::http::conditional::ByteRange;
 
 /// Files above this are uploaded in parts (S3's single PUT tops out at 5 GiB; parts also
 /// retry cheaply).
@@ -79,7 +79,7 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
-    meta: Cache<ObjectKey, ObjectMeta>,
+    meta: Cache<ObjectKey, (ObjectMeta, Instant)>,
     ttl: ObjectTtl,
     /// The first-byte timeout, for error messages.
     timeout: Duration,
@@ -115,7 +115,7 @@ impl S3Store {
         let prefix = config.prefix.trim_matches('/');
         let meta = Cache::builder()
             .max_capacity(100_000)
-            .expire_after(ttl)
+            .expire_after(ttl.clone())
             .build();
         Self {
             client: Client::from_conf(builder.build()),
@@ -137,10 +137,25 @@ impl S3Store {
 
     pub(super) async fn open(&self, key: &ObjectKey) -> Result<Object, StoreError> {
         let meta = if self.ttl.of(key).is_some() {
-            self.meta
-                .try_get_with_by_ref(key, self.head(key))
-                .await
-                .map_err(|err| err.duplicate())?
+            match self.meta.get(key).await {
+                Some((meta, learnt)) if self.ttl.fresh(key, learnt) => meta,
+                stale => {
+                    if stale.is_some() {
+                        self.meta.invalidate(key).await;
+                    }
+                    let head = async {
+                        let learnt = self.ttl.clock.now();
+                        self.head(key).await.map(|meta| (meta, learnt))
+                    };
+                    // Concurrent misses share one HEAD.
+                    let (meta, _) = self
+                        .meta
+                        .try_get_with_by_ref(key, head)
+                        .await
+                        .map_err(|err| err.duplicate())?;
+                    meta
+                }
+            }
         } else {
             self.head(key).await?
         };
@@ -212,9 +227,7 @@ impl S3Store {
             None => {
                 let path = local.to_path_buf();
                 tokio::task::spawn_blocking(move || -> io::Result<[u8; 64]> {
-                    let mut hasher = sha2::Sha512::new();
-                    io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-                    Ok(hasher.finalize().into())
+                    super::sha512_file(std::fs::File::open(path)?).map(|(digest, _)| digest)
                 })
                 .await
                 .map_err(|err| local_error(local, io::Error::other(err)))?

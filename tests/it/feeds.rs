@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use release_edge::clock::Clock;
 use release_edge::release::rollout;
 use serde_norway::Value;
 
-use crate::support::{Fixture, channel_yml, eventually, get, get_until, pattern};
+use crate::support::{Fixture, Reply, channel_yml, get, pattern};
 
 const PUBLIC: &str = "https://dl.example.com";
 const MAC_SAFARI: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15";
@@ -647,38 +648,42 @@ async fn two_hundred_concurrent_cold_checks_read_the_store_once() {
 #[tokio::test]
 async fn manifests_are_revalidated_after_the_ttl() {
     let mut fx = fixture();
-    fx.config.cache.manifest_ttl = Duration::from_millis(300);
+    fx.config.cache.manifest_ttl = Duration::from_secs(60);
     fx.config.cache.object_ttl = Duration::ZERO;
-    let router = fx.router();
+    let clock = Clock::manual();
+    let state = fx.state_on(&clock);
+    let router = release_edge::app(state.clone());
     let path = "/update/linux/x64/1.0.0/latest-linux.yml";
-    assert_eq!(
-        yaml(&get(&router, path, &[]).await.body)["version"],
-        "1.1.0"
-    );
+    let version = |reply: Reply| yaml(&reply.body)["version"].clone();
+    assert_eq!(version(get(&router, path, &[]).await), "1.1.0");
     ReleaseBuilder::new(&fx, "1.2.0").channel("latest-linux.yml", &["App-1.2.0.AppImage"]);
+    clock.advance(Duration::from_secs(59));
     assert_eq!(
-        yaml(&get(&router, path, &[]).await.body)["version"],
+        version(get(&router, path, &[]).await),
         "1.1.0",
         "still fresh"
     );
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(state.manifests.loads(), 1, "no origin read within the TTL");
+    clock.advance(Duration::from_secs(1));
     // Past the TTL the cached copy answers at once while it is revalidated behind it...
     assert_eq!(
-        yaml(&get(&router, path, &[]).await.body)["version"],
+        version(get(&router, path, &[]).await),
         "1.1.0",
         "stale while revalidating"
     );
     // ...and the revalidated one follows.
-    get_until(&router, path, |r| yaml(&r.body)["version"] == "1.2.0").await;
+    state.manifests.settled().await;
+    assert_eq!(state.manifests.loads(), 2);
+    assert_eq!(version(get(&router, path, &[]).await), "1.2.0");
 }
 
 #[tokio::test]
 async fn a_failing_store_gets_the_last_good_manifest() {
     let mut fx = fixture();
-    fx.config.cache.manifest_ttl = Duration::from_millis(100);
     fx.config.cache.object_ttl = Duration::ZERO;
     fx.config.store.timeout = Duration::from_millis(300);
-    let state = fx.state();
+    let clock = Clock::manual();
+    let state = fx.state_on(&clock);
     let router = release_edge::app(state.clone());
     let path = "/update/linux/x64/1.0.0/latest-linux.yml";
     let good = get(&router, path, &[]).await;
@@ -696,7 +701,7 @@ async fn a_failing_store_gets_the_last_good_manifest() {
         .status()
         .expect("mkfifo");
     assert!(status.success());
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    clock.advance(fx.config.cache.manifest_ttl);
     let stale = get(&router, path, &[]).await;
     assert_eq!(stale.status, 200, "the update check does not fail");
     assert_eq!(stale.body, good.body);
@@ -716,7 +721,7 @@ async fn a_failing_store_gets_the_last_good_manifest() {
             .with_label_values(&["store", "timeout"])
             .get()
     };
-    eventually("the store timeout", || timeouts() > 0).await;
+    state.manifests.settled().await;
     assert_eq!(timeouts(), 1);
     let again = get(&router, path, &[]).await;
     assert_eq!((again.status.as_u16(), &again.body), (200, &good.body));

@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use release_edge::AppState;
+use release_edge::clock::Clock;
 use release_edge::config::{Config, FallbackReason, GithubConfig, Secrets, StoreConfig, StoreKind};
 use secrecy::SecretString;
 use serde_norway::Value;
@@ -16,9 +17,7 @@ use sha2::{Digest, Sha512};
 use tokio::io::AsyncReadExt;
 
 use crate::github_standin::{GitHubStandIn, Host, ReleaseSpec};
-use crate::support::{
-    BinaryServer, Fixture, Reply, TestServer, channel_yml, eventually, get, get_until, pattern,
-};
+use crate::support::{BinaryServer, Fixture, Reply, TestServer, channel_yml, get, pattern};
 
 const MAC_ZIP: &str = "App-1.2.0-mac.zip";
 const LIST: &str = "/repos/acme/app/releases";
@@ -86,12 +85,6 @@ fn github_config(gh: &GitHubStandIn) -> GithubConfig {
     }
 }
 
-fn set_refresh(config: &mut Config, every: Duration) {
-    if let Some(github) = config.github.as_mut() {
-        github.refresh_interval = every;
-    }
-}
-
 /// An empty filesystem store with GitHub as its fallback.
 fn empty_store_with(gh: &GitHubStandIn) -> Fixture {
     let mut fx = Fixture::new();
@@ -123,7 +116,7 @@ fn counter(state: &AppState, metric: &str, labels: &[&str]) -> u64 {
 /// answers: a store that hangs. The S3 store pointed at it times out.
 struct BlackHole {
     endpoint: String,
-    requests: Arc<AtomicUsize>,
+    requests: tokio::sync::watch::Sender<usize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -133,7 +126,7 @@ impl BlackHole {
             .await
             .expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-        let requests = Arc::new(AtomicUsize::new(0));
+        let requests = tokio::sync::watch::Sender::new(0);
         let counted = requests.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
@@ -149,7 +142,7 @@ impl BlackHole {
                             .lines()
                             .filter(|l| l.ends_with("HTTP/1.1") && !l.starts_with(' '))
                             .count();
-                        counted.fetch_add(heads, Ordering::SeqCst);
+                        counted.send_modify(|n| *n += heads);
                     }
                 });
             }
@@ -162,7 +155,16 @@ impl BlackHole {
     }
 
     fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
+        *self.requests.borrow()
+    }
+
+    /// Waits (at most 10 s) until `n` requests have arrived.
+    async fn arrived(&self, n: usize) {
+        let mut seen = self.requests.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|count| *count >= n))
+            .await
+            .expect("the store request within 10 s")
+            .expect("the black hole runs");
     }
 }
 
@@ -205,8 +207,8 @@ fn hanging_store_with(gh: &GitHubStandIn, hole: &BlackHole) -> (Config, Secrets)
     (config, secrets)
 }
 
-fn state_of(config: Config, secrets: Secrets) -> (AppState, axum::Router) {
-    let state = release_edge::App::build(config, secrets).expect("state");
+fn state_of(config: Config, secrets: Secrets, clock: &Clock) -> (AppState, axum::Router) {
+    let state = release_edge::App::build_with_clock(config, secrets, clock.clone()).expect("state");
     (state.clone(), release_edge::app(state))
 }
 
@@ -352,14 +354,16 @@ async fn a_store_that_is_down_falls_back_and_the_circuit_opens() {
     publish_releases(&gh);
     let hole = BlackHole::start().await;
     let (config, secrets) = hanging_store_with(&gh, &hole);
-    let (state, router) = state_of(config, secrets);
+    let open_for = config.store.circuit_open_for;
+    let clock = Clock::manual();
+    let (state, router) = state_of(config, secrets, &clock);
     let path = format!("/releases/v1.2.0/{MAC_ZIP}");
 
     // Three timeouts (the threshold), each answered from GitHub...
     for i in 1..=3 {
         let reply = get(&router, &path, &[]).await;
         assert_eq!(reply.status, 302, "request {i}");
-        eventually("the store request", || hole.requests() == i).await;
+        hole.arrived(i).await;
     }
     assert_eq!(counter(&state, "fallback", &["timeout"]), 3);
     assert_eq!(counter(&state, "origin", &["store", "timeout"]), 3);
@@ -382,18 +386,17 @@ async fn a_store_that_is_down_falls_back_and_the_circuit_opens() {
     assert_eq!(ready.json()["store_circuit_open"], true);
 
     // After `circuit_open_for`, one request probes the store again (and times out).
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    clock.advance(open_for);
     let reply = get(&router, &path, &[]).await;
     assert_eq!(reply.status, 302);
-    eventually("the probe", || hole.requests() == 4).await;
+    hole.arrived(4).await;
     assert_eq!(get(&router, &path, &[]).await.status, 302);
     assert_eq!(hole.requests(), 4, "open again after the failed probe");
 
     // Neither origin answers: not ready.
     gh.set_api_down(true);
-    let (mut config, secrets) = hanging_store_with(&gh, &hole);
-    config.server.readiness_interval = Duration::from_millis(1);
-    let (_, cold) = state_of(config, secrets);
+    let (config, secrets) = hanging_store_with(&gh, &hole);
+    let (_, cold) = state_of(config, secrets, &Clock::manual());
     let not_ready = get(&cold, "/readyz", &[]).await;
     assert_eq!(not_ready.status, 503);
     assert_eq!(not_ready.json()["error"], "not_ready");
@@ -404,10 +407,9 @@ async fn both_origins_down_after_a_warm_cache_answer_every_check_from_stale_copi
     let gh = GitHubStandIn::start().await;
     publish_releases(&gh);
     let hole = BlackHole::start().await;
-    let (mut config, secrets) = hanging_store_with(&gh, &hole);
-    config.cache.manifest_ttl = Duration::from_millis(200);
-    set_refresh(&mut config, Duration::from_millis(200));
-    let (state, router) = state_of(config, secrets);
+    let (config, secrets) = hanging_store_with(&gh, &hole);
+    let clock = Clock::manual();
+    let (state, router) = state_of(config, secrets, &clock);
     let checks: [(&str, &[(&str, &str)]); 3] = [
         (MAC_FEED, &[]),
         ("/update/darwin/x64/1.0.0", &[JSON]),
@@ -422,7 +424,8 @@ async fn both_origins_down_after_a_warm_cache_answer_every_check_from_stale_copi
 
     gh.set_api_down(true);
     let api_before = gh.hits_on(Host::Api, LIST).len();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Past the manifest TTL and GitHub's refresh interval.
+    clock.advance(Duration::from_secs(120));
     let mut tasks = Vec::new();
     for i in 0..300 {
         let router = router.clone();
@@ -438,9 +441,9 @@ async fn both_origins_down_after_a_warm_cache_answer_every_check_from_stale_copi
     }
     assert!(counter(&state, "lookup", &["manifest", "stale"]) >= 3);
     let api_calls = gh.hits_on(Host::Api, LIST).len() - api_before;
-    assert!(
-        (1..=2).contains(&api_calls),
-        "a failing GitHub is asked again after a pause, not per request: {api_calls}"
+    assert_eq!(
+        api_calls, 1,
+        "a failing GitHub is asked again after a pause, not per request"
     );
 }
 
@@ -452,15 +455,22 @@ async fn two_hundred_concurrent_cold_checks_make_one_api_call() {
     let router = fx.router();
     // Hold GitHub so that all 200 checks are waiting on the same cold miss.
     gh.hold_api();
+    let started = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..200 {
         let router = router.clone();
+        let started = started.clone();
         tasks.push(tokio::spawn(async move {
             let path = format!("/update/darwin/arm64/1.0.{i}/latest-mac.yml");
+            // Counted in the same poll that enters the check: once all 200 are counted,
+            // all 200 are waiting inside it (the test runtime has one thread).
+            started.fetch_add(1, Ordering::SeqCst);
             yaml(&get(&router, &path, &[]).await)["version"].clone()
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    while started.load(Ordering::SeqCst) < 200 {
+        tokio::task::yield_now().await;
+    }
     gh.release_api();
     for task in tasks {
         assert_eq!(task.await.expect("task"), "1.2.0");
@@ -498,7 +508,11 @@ async fn a_cold_failing_github_is_asked_once_not_once_per_manifest() {
             reply.status, 503,
             "nothing to serve yet: an error, not a 404"
         );
-        assert_eq!(reply.json()["error"], "store_unavailable");
+        assert_eq!(
+            reply.json()["error"],
+            "github_unavailable",
+            "the store answered (not there): GitHub is the origin that failed"
+        );
     }
     assert_eq!(gh.hits_on(Host::Api, LIST).len(), 1, "{:?}", gh.hits());
     // Within the retry gap, later checks get the failure without a request either.
@@ -510,30 +524,30 @@ async fn a_cold_failing_github_is_asked_once_not_once_per_manifest() {
 async fn revalidation_answered_304_costs_no_rate_limit_and_runs_behind_the_answer() {
     let gh = GitHubStandIn::start().await;
     publish_releases(&gh);
-    let mut fx = empty_store_with(&gh);
-    fx.config.cache.manifest_ttl = Duration::from_millis(200);
-    set_refresh(&mut fx.config, Duration::from_millis(200));
-    let router = fx.router();
+    let fx = empty_store_with(&gh);
+    // Past both the manifest TTL and GitHub's refresh interval (60 s each here).
+    let past_ttl = Duration::from_secs(61);
+    let clock = Clock::manual();
+    let state = fx.state_on(&clock);
+    let router = release_edge::app(state.clone());
     assert_eq!(yaml(&get(&router, MAC_FEED, &[]).await)["version"], "1.2.0");
     let first = gh.hits_on(Host::Api, LIST);
     assert_eq!((first.len(), first[0].status), (1, 200));
 
     // The first revalidation is a 200: downloading latest-mac.yml raised its
     // `download_count`, so the list (and its ETag) changed, as on GitHub.
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    clock.advance(past_ttl);
     get(&router, MAC_FEED, &[]).await;
-    eventually("the first revalidation", || {
-        gh.hits_on(Host::Api, LIST).len() == 2
-    })
-    .await;
-    let changed = gh.hits_on(Host::Api, LIST)[1].clone();
-    assert_eq!(changed.status, 200);
-    assert!(changed.if_none_match.is_some(), "{changed:?}");
+    state.manifests.settled().await;
+    let list = gh.hits_on(Host::Api, LIST);
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list[1].status, 200);
+    assert!(list[1].if_none_match.is_some(), "{:?}", list[1]);
     let remaining = gh.rate_remaining();
 
     // Past the TTL, the check is answered at once while GitHub is held: the revalidation
     // runs behind it, and GitHub's 304 costs no rate limit.
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    clock.advance(past_ttl);
     gh.hold_api();
     for _ in 0..20 {
         let reply = tokio::time::timeout(Duration::from_secs(5), get(&router, MAC_FEED, &[]))
@@ -542,15 +556,14 @@ async fn revalidation_answered_304_costs_no_rate_limit_and_runs_behind_the_answe
         assert_eq!(yaml(&reply)["version"], "1.2.0");
     }
     gh.release_api();
-    eventually("the second revalidation", || {
-        gh.hits_on(Host::Api, LIST).len() == 3
-    })
-    .await;
-    let second = gh.hits_on(Host::Api, LIST)[2].clone();
-    assert_eq!(second.status, 304);
+    state.manifests.settled().await;
+    let list = gh.hits_on(Host::Api, LIST);
+    assert_eq!(list.len(), 3, "one revalidation for 20 checks: {list:?}");
+    assert_eq!(list[2].status, 304);
     assert!(
-        second
+        list[2]
             .if_none_match
+            .as_deref()
             .is_some_and(|etag| etag.starts_with("W/\""))
     );
     assert_eq!(gh.rate_remaining(), remaining, "a 304 does not count");
@@ -567,8 +580,10 @@ async fn revalidation_answered_304_costs_no_rate_limit_and_runs_behind_the_answe
         "latest-mac.yml",
         channel_yml("1.2.1", &[("App-1.2.1-mac.zip", &zip)], None),
     );
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    get_until(&router, MAC_FEED, |r| yaml(r)["version"] == "1.2.1").await;
+    clock.advance(past_ttl);
+    assert_eq!(yaml(&get(&router, MAC_FEED, &[]).await)["version"], "1.2.0");
+    state.manifests.settled().await;
+    assert_eq!(yaml(&get(&router, MAC_FEED, &[]).await)["version"], "1.2.1");
 }
 
 #[tokio::test]
@@ -576,10 +591,9 @@ async fn rate_limits_are_honoured_with_back_off() {
     for (name, limit) in [("primary", true), ("secondary", false)] {
         let gh = GitHubStandIn::start().await;
         publish_releases(&gh);
-        let mut fx = empty_store_with(&gh);
-        fx.config.cache.manifest_ttl = Duration::from_millis(100);
-        set_refresh(&mut fx.config, Duration::from_millis(100));
-        let state = fx.state();
+        let fx = empty_store_with(&gh);
+        let clock = Clock::manual();
+        let state = fx.state_on(&clock);
         let router = release_edge::app(state.clone());
         let warm = get(&router, MAC_FEED, &[]).await;
         assert_eq!(warm.status, 200);
@@ -588,16 +602,14 @@ async fn rate_limits_are_honoured_with_back_off() {
         } else {
             gh.set_retry_after(Some(600));
         }
-        // For a second, checks keep coming in, every TTL revalidating in the background.
-        let until = Instant::now() + Duration::from_secs(1);
-        let mut answered = 0;
-        while Instant::now() < until {
+        // Five minutes of checks, each past the TTL and revalidating behind its answer:
+        // within GitHub's ten-minute back-off, no request but the one refused.
+        for _ in 0..5 {
+            clock.advance(Duration::from_secs(61));
             let reply = get(&router, MAC_FEED, &[]).await;
             assert_eq!(reply.body, warm.body, "{name}: the last good copy");
-            answered += 1;
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            state.manifests.settled().await;
         }
-        assert!(answered > 10);
         let list = gh.hits_on(Host::Api, LIST);
         let statuses: Vec<u16> = list.iter().map(|h| h.status).collect();
         let refused = if limit { 403 } else { 429 };
@@ -611,6 +623,19 @@ async fn rate_limits_are_honoured_with_back_off() {
             1,
             "{name}"
         );
+        // After the reset, GitHub is asked again.
+        gh.set_rate_limit(5000, 3600);
+        gh.set_retry_after(None);
+        clock.advance(Duration::from_secs(600));
+        get(&router, MAC_FEED, &[]).await;
+        state.manifests.settled().await;
+        let statuses: Vec<u16> = gh
+            .hits_on(Host::Api, LIST)
+            .iter()
+            .map(|h| h.status)
+            .collect();
+        assert_eq!(statuses.len(), 3, "{name}: {statuses:?}");
+        assert!(matches!(statuses[2], 200 | 304), "{name}: {statuses:?}");
     }
 }
 
@@ -760,7 +785,7 @@ async fn github_alone_serves_without_any_store() {
         ..StoreConfig::default()
     };
     let config = config_with(&gh, store);
-    let (state, router) = state_of(config, Secrets::default());
+    let (state, router) = state_of(config, Secrets::default(), &Clock::system());
     assert_eq!(yaml(&get(&router, MAC_FEED, &[]).await)["version"], "1.2.0");
     let download = get(&router, &format!("/releases/v1.2.0/{MAC_ZIP}"), &[]).await;
     assert_eq!(download.status, 302);

@@ -4,6 +4,7 @@
 mod clients;
 mod config_cli;
 mod electron_updater;
+mod fallback;
 mod feeds;
 mod github;
 mod github_standin;

@@ -6,10 +6,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use release_edge::clock::Clock;
 use serde_norway::Value;
 use sha2::{Digest, Sha512};
 
-use crate::support::{Fixture, channel_yml, get, get_until, pattern};
+use crate::support::{Fixture, channel_yml, get, pattern};
 
 /// An electron-builder output folder.
 pub struct Dist {
@@ -370,9 +371,7 @@ async fn a_publish_killed_half_way_leaves_the_served_release_intact() {
 
 #[tokio::test]
 async fn rollback_serves_an_earlier_version_again() {
-    let mut fx = Fixture::new();
-    fx.config.cache.manifest_ttl = Duration::from_millis(200);
-    fx.config.cache.object_ttl = Duration::from_millis(100);
+    let fx = Fixture::new();
     ok(&publish(
         &fx,
         &dist(
@@ -391,7 +390,9 @@ async fn rollback_serves_an_earlier_version_again() {
         ),
         "1.1.0",
     ));
-    let router = fx.router();
+    let clock = Clock::manual();
+    let state = fx.state_on(&clock);
+    let router = release_edge::app(state.clone());
     let check = "/update/win32/x64/0.1.0/latest.yml";
     let version = |body: &[u8]| {
         serde_norway::from_slice::<Value>(body).expect("yaml")["version"]
@@ -406,9 +407,13 @@ async fn rollback_serves_an_earlier_version_again() {
     let out = rollback(&fx, "latest", "1.0.0");
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("releases/latest/latest.yml"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // After the cache TTL the rolled-back version is served.
-    let after = get_until(&router, check, |r| version(&r.body) == "1.0.0").await;
+    // After the cache TTLs (the store's object TTL, then the manifest TTL) the rolled-back
+    // version is served: the stale copy answers once while it revalidates.
+    clock.advance(fx.config.cache.object_ttl + fx.config.cache.manifest_ttl);
+    assert_eq!(version(&get(&router, check, &[]).await.body), "1.1.0");
+    state.manifests.settled().await;
+    let after = get(&router, check, &[]).await;
+    assert_eq!(version(&after.body), "1.0.0");
     let doc: Value = serde_norway::from_slice(&after.body).expect("yaml");
     assert_eq!(
         doc["path"],

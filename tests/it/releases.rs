@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get as get_route;
+use release_edge::clock::Clock;
 
 use crate::support::{Fixture, get, pattern, request, send};
 
@@ -373,15 +374,16 @@ async fn conditional_requests() {
 #[tokio::test]
 async fn etag_follows_content_once_the_object_ttl_is_over() {
     let mut fx = fixture();
-    fx.config.cache.object_ttl = Duration::from_millis(300);
-    let router = fx.router();
+    fx.config.cache.object_ttl = Duration::from_secs(30);
+    let clock = Clock::manual();
+    let router = release_edge::app(fx.state_on(&clock));
     let before = get(&router, "/releases/latest/latest.yml", &[]).await;
     fx.write(MANIFEST, "version: 1.3.0\npath: App Setup 1.3.0.exe\n");
     // Within the TTL the store's last answer is reused: same bytes, same ETag.
     let reused = get(&router, "/releases/latest/latest.yml", &[]).await;
     assert_eq!(reused.body, before.body);
     assert_eq!(reused.header("etag"), before.header("etag"));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    clock.advance(Duration::from_secs(30));
     let after = get(
         &router,
         "/releases/latest/latest.yml",
@@ -502,12 +504,18 @@ async fn health_and_readiness() {
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json()["status"], "ready");
 
-    // A store whose root disappeared is not ready (once the last good probe is stale).
-    let mut gone = Fixture::new();
-    gone.config.server.readiness_interval = Duration::from_millis(1);
-    let router = gone.router();
+    // A store whose root disappeared is not ready once the last good probe is stale.
+    let gone = Fixture::new();
+    let clock = Clock::manual();
+    let router = release_edge::app(gone.state_on(&clock));
+    assert_eq!(get(&router, "/readyz", &[]).await.status, 200);
     std::fs::remove_dir_all(gone.root()).expect("rm root");
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        get(&router, "/readyz", &[]).await.status,
+        200,
+        "within the readiness interval the last probe stands"
+    );
+    clock.advance(gone.config.server.readiness_interval);
     let not_ready = get(&router, "/readyz", &[]).await;
     assert_eq!(not_ready.status, 503);
     assert_eq!(not_ready.json()["error"], "not_ready");

@@ -15,6 +15,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
+use release_edge::clock::Clock;
 use release_edge::config::{Config, Secrets};
 use release_edge::server::Server;
 use release_edge::{App, AppState};
@@ -110,6 +111,15 @@ impl Fixture {
         fx
     }
 
+    /// The repository's sample releases (`samples/`), copied: what a new user serves first.
+    pub fn samples(self) -> Self {
+        copy_tree(
+            &repo_root().join("samples/releases"),
+            &self.root.join("releases"),
+        );
+        self
+    }
+
     /// Both kinds, for tests that must hold for every store.
     pub fn both() -> [Self; 2] {
         [Self::new(), Self::s3()]
@@ -157,6 +167,12 @@ impl Fixture {
 
     pub fn router(&self) -> axum::Router {
         release_edge::app(self.state())
+    }
+
+    /// The state on `clock` (a manual one: the test moves time instead of sleeping).
+    pub fn state_on(&self, clock: &Clock) -> AppState {
+        App::build_with_clock(self.config.clone(), self.secrets(), clock.clone())
+            .expect("app state")
     }
 }
 
@@ -323,14 +339,18 @@ impl S3Server {
         let handle = tokio::spawn(async move {
             let http =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            // Connections live in this set: stopping the server (aborting this task) drops
+            // them too, so pooled client connections fail like those of a dead server.
+            let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
+                while connections.try_join_next().is_some() {}
                 let conn = http
                     .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
                     .into_owned();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let _ = conn.await;
                 });
             }
@@ -342,6 +362,11 @@ impl S3Server {
             handle,
             log,
         }
+    }
+
+    /// Stops the server: its port refuses connections and open ones are closed.
+    pub fn stop(&self) {
+        self.handle.abort();
     }
 
     /// Every request received so far.
@@ -532,4 +557,23 @@ pub fn require_program(name: &str) {
         found,
         "{name} is required by this test (installed by .ci/run: apt-get install curl aria2)"
     );
+}
+
+/// The repository's root (where `Cargo.toml` is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Copies the directory tree `from` into `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
 }

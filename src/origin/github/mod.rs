@@ -23,10 +23,10 @@ use secrecy::SecretString;
 
 use self::api::{Api, Fetched};
 use self::model::{Asset, ChannelRelease, GitHubKey, Release};
-use super::{ByteStream, Object, ObjectKey, ObjectMeta, ObjectSource, StoreError};
+use crate::clock::Clock;
 use crate::config::{CacheConfig, GithubConfig};
-use crate::http::conditional::ByteRange;
 use crate::metrics::Metrics;
+use crate::store::{ByteRange, ByteSource, ByteStream, Object, ObjectKey, ObjectMeta};
 
 /// Releases read per listing: GitHub's largest page. Older releases are not served.
 const PER_PAGE: u32 = 100;
@@ -40,6 +40,38 @@ const LOCATION_TTL: Duration = Duration::from_secs(60);
 
 /// Total bytes of asset bodies kept (manifests, signatures).
 const MAX_BODY_WEIGHT: u64 = 16 * 1024 * 1024;
+
+/// Why GitHub could not answer. Cheap to clone: one failure is shared by every caller that
+/// waited on the same request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GitHubError {
+    /// GitHub has no such release asset.
+    #[error("not on GitHub: {what}")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// GitHub did not answer in time.
+    #[error("GitHub did not answer within {0:?}")]
+    Timeout(Duration),
+    /// GitHub refused: a primary or secondary rate limit, or our own back-off after one.
+    #[error("GitHub rate limit: {message}")]
+    RateLimited {
+        /// What happened, for the log.
+        message: String,
+        /// When asking again may succeed.
+        retry_after: Option<Duration>,
+    },
+    /// GitHub failed (connection refused, a 5xx, an answer that does not parse).
+    #[error("GitHub is unavailable: {message}")]
+    Unavailable {
+        /// What went wrong, for the log.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+}
 
 /// What GitHub answers for an artifact.
 pub enum GitHubObject {
@@ -62,6 +94,7 @@ struct Inner {
     ttl: Duration,
     stale_if_error: Duration,
     state: Mutex<Known>,
+    clock: Clock,
     /// One revalidation at a time.
     refresh: tokio::sync::Mutex<()>,
     bodies: moka::future::Cache<u64, Bytes>,
@@ -75,7 +108,7 @@ struct Known {
     /// The last list GitHub gave.
     listing: Option<Listing>,
     /// When and how the last request failed (cleared by a success).
-    failed: Option<(Instant, StoreError)>,
+    failed: Option<(Instant, GitHubError)>,
 }
 
 #[derive(Clone)]
@@ -92,10 +125,17 @@ impl GitHubOrigin {
         config: &GithubConfig,
         cache: &CacheConfig,
         token: Option<SecretString>,
+        clock: Clock,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, GitHubError> {
         let private = config.private.unwrap_or(token.is_some());
-        let api = Api::new(&config.api_url, token, config.timeout, metrics.clone())?;
+        let api = Api::new(
+            &config.api_url,
+            token,
+            config.timeout,
+            clock.clone(),
+            metrics.clone(),
+        )?;
         if private && !api.has_token() {
             tracing::warn!("github.private is set but GITHUB_TOKEN is not: GitHub will answer 404");
         }
@@ -110,6 +150,7 @@ impl GitHubOrigin {
                 ttl: config.refresh_interval,
                 stale_if_error: cache.stale_if_error,
                 state: Mutex::new(Known::default()),
+                clock,
                 refresh: tokio::sync::Mutex::new(()),
                 bodies: moka::future::Cache::builder()
                     .max_capacity(MAX_BODY_WEIGHT)
@@ -127,17 +168,15 @@ impl GitHubOrigin {
     }
 
     /// Proves the origin can answer: a current (or still usable) list of releases.
-    pub async fn probe(&self) -> Result<(), StoreError> {
+    pub async fn probe(&self) -> Result<(), GitHubError> {
         self.releases().await.map(drop)
     }
 
     /// The whole of the asset `key` names, or `None` when GitHub has none (or it is over
     /// `max` bytes).
-    pub async fn get_bytes(&self, key: &ObjectKey, max: u64) -> Result<Option<Bytes>, StoreError> {
-        let asset = match self.asset(key).await {
-            Ok(asset) => asset,
-            Err(StoreError::NotFound { .. }) => return Ok(None),
-            Err(err) => return Err(err),
+    pub async fn get_bytes(&self, key: &ObjectKey, max: u64) -> Result<Option<Bytes>, GitHubError> {
+        let Some(asset) = self.asset(key).await? else {
+            return Ok(None);
         };
         if asset.size > max {
             tracing::warn!(key = %key, size = asset.size, max, "GitHub asset too large; treated as missing");
@@ -157,7 +196,7 @@ impl GitHubOrigin {
                         .await?
                 };
                 if !response.status().is_success() {
-                    return Err(StoreError::Unavailable {
+                    return Err(GitHubError::Unavailable {
                         message: format!(
                             "GitHub answered {} for asset {}",
                             response.status(),
@@ -170,7 +209,7 @@ impl GitHubOrigin {
                 inner.api.body(response, max).await
             })
             .await
-            .map_err(|err| err.duplicate())?;
+            .map_err(|err: Arc<GitHubError>| (*err).clone())?;
         if inner.private && key.file_name().ends_with(".json") {
             let releases = self.releases().await?;
             return Ok(Some(
@@ -180,53 +219,55 @@ impl GitHubOrigin {
         Ok(Some(body))
     }
 
-    /// The artifact `key` names: a redirect (public repository) or a stream (private).
-    pub async fn open(&self, key: &ObjectKey) -> Result<GitHubObject, StoreError> {
-        let asset = self.asset(key).await?;
+    /// The artifact `key` names: a redirect (public repository) or a stream (private);
+    /// `None` when GitHub has no such asset.
+    pub async fn open(&self, key: &ObjectKey) -> Result<Option<GitHubObject>, GitHubError> {
+        let Some(asset) = self.asset(key).await? else {
+            return Ok(None);
+        };
         if !self.inner.private {
-            return Ok(GitHubObject::Redirect(asset.browser_download_url));
+            return Ok(Some(GitHubObject::Redirect(asset.browser_download_url)));
         }
-        let last_modified = asset_modified(&asset);
-        Ok(GitHubObject::Stream(Object {
-            meta: ObjectMeta {
-                size: asset.size,
-                // The asset id names these bytes: a re-upload gets a new id.
-                etag: format!("\"gh-{}\"", asset.id),
-                last_modified,
-                content_type: None,
-            },
-            source: ObjectSource::GitHub(GitHubSource {
-                origin: self.clone(),
-                asset,
-            }),
-        }))
+        let meta = ObjectMeta {
+            size: asset.size,
+            // The asset id names these bytes: a re-upload gets a new id.
+            etag: format!("\"gh-{}\"", asset.id),
+            last_modified: asset_modified(&asset),
+            content_type: None,
+        };
+        let source = GitHubSource {
+            origin: self.clone(),
+            asset,
+        };
+        Ok(Some(GitHubObject::Stream(Object::external(
+            meta,
+            Arc::new(source),
+        ))))
     }
 
-    async fn asset(&self, key: &ObjectKey) -> Result<Asset, StoreError> {
-        let not_found = || StoreError::NotFound {
-            key: key.to_string(),
+    /// The release asset `key` names, `None` when there is none.
+    async fn asset(&self, key: &ObjectKey) -> Result<Option<Asset>, GitHubError> {
+        let Some(github_key) = GitHubKey::of(key) else {
+            return Ok(None);
         };
-        let github_key = GitHubKey::of(key).ok_or_else(not_found)?;
         let releases = self.releases().await?;
-        model::find_asset(&releases, &github_key)
-            .cloned()
-            .ok_or_else(not_found)
+        Ok(model::find_asset(&releases, &github_key).cloned())
     }
 
     /// The signed storage URL of a private asset (reused for [`LOCATION_TTL`]).
-    async fn location(&self, asset: &Asset) -> Result<String, StoreError> {
+    async fn location(&self, asset: &Asset) -> Result<String, GitHubError> {
         self.inner
             .locations
             .try_get_with(asset.id, self.inner.api.asset_location(&asset.url))
             .await
-            .map_err(|err| err.duplicate())
+            .map_err(|err: Arc<GitHubError>| (*err).clone())
     }
 
     /// The servable releases, newest first: from memory while fresh, else revalidated.
     ///
     /// After a failed request GitHub is not asked again for [`RETRY_GAP`]: meanwhile the last
     /// list answers (while within `stale_if_error`), or, when there is none, that failure.
-    async fn releases(&self) -> Result<Arc<Vec<ChannelRelease>>, StoreError> {
+    async fn releases(&self) -> Result<Arc<Vec<ChannelRelease>>, GitHubError> {
         let inner = &self.inner;
         if let Some(answer) = self.without_request() {
             return answer;
@@ -252,7 +293,7 @@ impl GitHubOrigin {
         let fetched = inner.api.get_json(&inner.releases_path, etag).await;
         let updated = match (fetched, current) {
             (Ok(Fetched::NotModified), Some(listing)) => Listing {
-                confirmed: Instant::now(),
+                confirmed: inner.clock.now(),
                 ..listing
             },
             (Ok(Fetched::Fresh { body, etag }), _) => {
@@ -260,19 +301,23 @@ impl GitHubOrigin {
                     Ok(releases) => Listing {
                         releases: Arc::new(model::servable(releases)),
                         etag,
-                        confirmed: Instant::now(),
+                        confirmed: inner.clock.now(),
                     },
-                    Err(err) => self.failed(StoreError::Unavailable {
-                        message: format!("GitHub's list of releases does not parse: {err}"),
-                        source: None,
-                    })?,
+                    Err(err) => {
+                        return self.failed(GitHubError::Unavailable {
+                            message: "the list of releases does not parse".into(),
+                            source: Some(Arc::new(err)),
+                        });
+                    }
                 }
             }
-            (Ok(Fetched::NotModified), None) => self.failed(StoreError::Unavailable {
-                message: "GitHub answered 304 to an unconditional request".into(),
-                source: None,
-            })?,
-            (Err(err), _) => self.failed(err)?,
+            (Ok(Fetched::NotModified), None) => {
+                return self.failed(GitHubError::Unavailable {
+                    message: "GitHub answered 304 to an unconditional request".into(),
+                    source: None,
+                });
+            }
+            (Err(err), _) => return self.failed(err),
         };
         let releases = updated.releases.clone();
         if let Ok(mut state) = inner.state.lock() {
@@ -286,10 +331,11 @@ impl GitHubOrigin {
 
     /// The answer that needs no request: a fresh list; or, within [`RETRY_GAP`] of a
     /// failure, the last usable list or that failure. `None`: ask GitHub.
-    fn without_request(&self) -> Option<Result<Arc<Vec<ChannelRelease>>, StoreError>> {
+    fn without_request(&self) -> Option<Result<Arc<Vec<ChannelRelease>>, GitHubError>> {
         let state = self.inner.state.lock().ok()?;
+        let clock = &self.inner.clock;
         if let Some(listing) = &state.listing
-            && listing.confirmed.elapsed() < self.inner.ttl
+            && clock.since(listing.confirmed) < self.inner.ttl
         {
             self.lookup("hit");
             return Some(Ok(listing.releases.clone()));
@@ -297,36 +343,36 @@ impl GitHubOrigin {
         let (_, failure) = state
             .failed
             .as_ref()
-            .filter(|(at, _)| at.elapsed() < RETRY_GAP)?;
+            .filter(|(at, _)| clock.since(*at) < RETRY_GAP)?;
         if let Some(listing) = &state.listing
-            && listing.confirmed.elapsed() < self.inner.ttl + self.inner.stale_if_error
+            && clock.since(listing.confirmed) < self.inner.ttl + self.inner.stale_if_error
         {
             self.lookup("stale");
             return Some(Ok(listing.releases.clone()));
         }
-        Some(Err(failure.duplicate()))
+        Some(Err(failure.clone()))
     }
 
     /// The last list, while it may still stand in (within `stale_if_error`).
     fn usable(&self) -> Option<Listing> {
         let state = self.inner.state.lock().ok()?;
-        state
-            .listing
-            .clone()
-            .filter(|l| l.confirmed.elapsed() < self.inner.ttl + self.inner.stale_if_error)
+        state.listing.clone().filter(|l| {
+            self.inner.clock.since(l.confirmed) < self.inner.ttl + self.inner.stale_if_error
+        })
     }
 
-    /// Records a failed request; answers with the last usable list, else the error.
-    fn failed(&self, err: StoreError) -> Result<Listing, StoreError> {
+    /// Records a failed request (kept, with the last list, until a request succeeds);
+    /// answers with the last usable list, else the error.
+    fn failed(&self, err: GitHubError) -> Result<Arc<Vec<ChannelRelease>>, GitHubError> {
         let usable = self.usable();
         if let Ok(mut state) = self.inner.state.lock() {
-            state.failed = Some((Instant::now(), err.duplicate()));
+            state.failed = Some((self.inner.clock.now(), err.clone()));
         }
         match usable {
             Some(listing) => {
                 tracing::warn!(error = %err, "GitHub failed; using the last list of releases");
                 self.lookup("stale");
-                Ok(listing)
+                Ok(listing.releases)
             }
             None => Err(err),
         }
@@ -373,13 +419,13 @@ fn tauri_urls_through_us(body: &[u8], releases: &[ChannelRelease]) -> Option<Byt
 
 /// The bytes of a private asset, fetched from GitHub's storage host per range.
 #[derive(Clone)]
-pub(super) struct GitHubSource {
+struct GitHubSource {
     origin: GitHubOrigin,
     asset: Asset,
 }
 
-impl GitHubSource {
-    pub(super) fn read(&self, range: ByteRange) -> ByteStream {
+impl ByteSource for GitHubSource {
+    fn read(&self, range: ByteRange) -> ByteStream {
         let source = self.clone();
         let body = async move {
             let response = source.fetch(range).await.map_err(io::Error::other)?;
@@ -391,10 +437,12 @@ impl GitHubSource {
         };
         Box::pin(futures_util::stream::once(body).try_flatten())
     }
+}
 
+impl GitHubSource {
     /// The storage host's answer for `range`, checked to be exactly those bytes. A signed
     /// URL that has expired is fetched anew once.
-    async fn fetch(&self, range: ByteRange) -> Result<reqwest::Response, StoreError> {
+    async fn fetch(&self, range: ByteRange) -> Result<reqwest::Response, GitHubError> {
         let inner = &self.origin.inner;
         let whole = range.start == 0 && range.end + 1 == self.asset.size;
         for attempt in 0..2 {
@@ -410,7 +458,7 @@ impl GitHubSource {
                 if got == Some(expected.as_str()) {
                     return Ok(response);
                 }
-                return Err(StoreError::Unavailable {
+                return Err(GitHubError::Unavailable {
                     message: format!(
                         "GitHub storage sent {got:?} for {expected} of {}",
                         self.asset.name
@@ -426,7 +474,7 @@ impl GitHubSource {
                 inner.locations.invalidate(&self.asset.id).await;
                 continue;
             }
-            return Err(StoreError::Unavailable {
+            return Err(GitHubError::Unavailable {
                 message: format!(
                     "GitHub storage answered {status} for bytes {}-{} of {}",
                     range.start, range.end, self.asset.name
@@ -434,7 +482,7 @@ impl GitHubSource {
                 source: None,
             });
         }
-        Err(StoreError::Unavailable {
+        Err(GitHubError::Unavailable {
             message: format!("GitHub storage refused {}", self.asset.name),
             source: None,
         })

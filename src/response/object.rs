@@ -6,12 +6,12 @@ use axum::response::Response;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
-use super::conditional::{self, ByteRange, ResponsePlan, Validators};
-use super::multipart::MultipartBody;
 use crate::error::AppError;
+use crate::http::conditional::{self, ResponsePlan, Validators};
+use crate::http::multipart::MultipartBody;
 use crate::metrics::InflightGuard;
 use crate::store::key::CachePolicy;
-use crate::store::{ByteStream, Object, ObjectKey};
+use crate::store::{ByteRange, ByteStream, Object, ObjectKey};
 
 /// How the object is to be served.
 pub struct ObjectResponse<'a> {

@@ -15,9 +15,10 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::http::conditional::ByteRange;
+use super::GitHubError;
+use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::StoreError;
+use crate::store::ByteRange;
 
 /// GitHub's REST API version we speak (the `X-GitHub-Api-Version` header).
 const API_VERSION: &str = "2022-11-28";
@@ -57,6 +58,7 @@ pub struct Api {
     timeout: Duration,
     /// No API request before this instant (rate limited).
     blocked_until: Mutex<Option<Instant>>,
+    clock: Clock,
     metrics: Arc<Metrics>,
 }
 
@@ -66,8 +68,9 @@ impl Api {
         base: &str,
         token: Option<SecretString>,
         timeout: Duration,
+        clock: Clock,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, GitHubError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("release-edge/", env!("CARGO_PKG_VERSION")))
             // Redirects are followed by hand: the token must never reach the storage host.
@@ -82,6 +85,7 @@ impl Api {
             token,
             timeout,
             blocked_until: Mutex::new(None),
+            clock,
             metrics,
         })
     }
@@ -92,7 +96,7 @@ impl Api {
     }
 
     /// `GET {base}{path}` for JSON, revalidating `etag`.
-    pub async fn get_json(&self, path: &str, etag: Option<&str>) -> Result<Fetched, StoreError> {
+    pub async fn get_json(&self, path: &str, etag: Option<&str>) -> Result<Fetched, GitHubError> {
         self.check_backoff()?;
         let mut request = self
             .api_request(&format!("{}{path}", self.base))
@@ -121,7 +125,7 @@ impl Api {
 
     /// Where a private asset's bytes are: `GET {asset_url}` with
     /// `Accept: application/octet-stream` answers a redirect to a signed storage URL.
-    pub async fn asset_location(&self, asset_url: &str) -> Result<String, StoreError> {
+    pub async fn asset_location(&self, asset_url: &str) -> Result<String, GitHubError> {
         self.check_backoff()?;
         let request = self
             .api_request(asset_url)
@@ -150,7 +154,7 @@ impl Api {
         &self,
         url: &str,
         range: Option<ByteRange>,
-    ) -> Result<reqwest::Response, StoreError> {
+    ) -> Result<reqwest::Response, GitHubError> {
         let mut url = url.to_owned();
         for _ in 0..=MAX_REDIRECTS {
             let mut request = self.client.get(&url);
@@ -184,7 +188,11 @@ impl Api {
     }
 
     /// Reads a whole body of at most `max` bytes.
-    pub async fn body(&self, response: reqwest::Response, max: usize) -> Result<Bytes, StoreError> {
+    pub async fn body(
+        &self,
+        response: reqwest::Response,
+        max: usize,
+    ) -> Result<Bytes, GitHubError> {
         if response
             .content_length()
             .is_some_and(|len| len > max as u64)
@@ -196,7 +204,7 @@ impl Api {
         }
         let body = tokio::time::timeout(self.timeout, response.bytes())
             .await
-            .map_err(|_| StoreError::Timeout(self.timeout))?
+            .map_err(|_| GitHubError::Timeout(self.timeout))?
             .map_err(|err| unavailable(format!("reading a GitHub answer: {err}")))?;
         if body.len() > max {
             return Err(unavailable("GitHub answer too large".into()));
@@ -219,7 +227,7 @@ impl Api {
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, StoreError> {
+    ) -> Result<reqwest::Response, GitHubError> {
         let start = Instant::now();
         let sent = tokio::time::timeout(self.timeout, request.send()).await;
         self.metrics
@@ -228,16 +236,20 @@ impl Api {
             .observe(start.elapsed().as_secs_f64());
         let response = match sent {
             Err(_) => {
-                self.count("error");
-                return Err(StoreError::Timeout(self.timeout));
+                self.count("timeout");
+                return Err(GitHubError::Timeout(self.timeout));
+            }
+            Ok(Err(err)) if err.is_timeout() => {
+                self.count("timeout");
+                return Err(GitHubError::Timeout(self.timeout));
             }
             Ok(Err(err)) => {
                 self.count("error");
                 // Without the URL: a signed storage URL is a credential for a few minutes.
-                return Err(unavailable(format!(
-                    "GitHub request failed: {}",
-                    err.without_url()
-                )));
+                return Err(GitHubError::Unavailable {
+                    message: "request failed".into(),
+                    source: Some(Arc::new(err.without_url())),
+                });
             }
             Ok(Ok(response)) => response,
         };
@@ -246,16 +258,19 @@ impl Api {
     }
 
     /// The error for a non-success answer, counted.
-    fn failed(&self, what: &str, status: StatusCode, headers: &HeaderMap) -> StoreError {
+    fn failed(&self, what: &str, status: StatusCode, headers: &HeaderMap) -> GitHubError {
         if status == StatusCode::NOT_FOUND {
             self.count("not_found");
-            return StoreError::NotFound {
-                key: what.to_owned(),
+            return GitHubError::NotFound {
+                what: what.to_owned(),
             };
         }
         if is_rate_limited(status, headers) {
             self.count("rate_limited");
-            return unavailable(format!("GitHub rate limit ({status}) on {what}"));
+            return GitHubError::RateLimited {
+                message: format!("GitHub answered {status} to {what}"),
+                retry_after: backoff(status, headers, self.clock.system_time()),
+            };
         }
         self.count("error");
         unavailable(format!("GitHub answered {status} to {what}"))
@@ -268,19 +283,23 @@ impl Api {
             .inc();
     }
 
-    fn check_backoff(&self) -> Result<(), StoreError> {
+    fn check_backoff(&self) -> Result<(), GitHubError> {
         let until = self.blocked_until.lock().ok().and_then(|b| *b);
+        let now = self.clock.now();
         match until {
-            Some(until) if Instant::now() < until => Err(unavailable(format!(
-                "GitHub rate limit: backing off for {}s",
-                until.saturating_duration_since(Instant::now()).as_secs()
-            ))),
+            Some(until) if now < until => {
+                let wait = until.saturating_duration_since(now);
+                Err(GitHubError::RateLimited {
+                    message: format!("backing off for {}s", wait.as_secs()),
+                    retry_after: Some(wait),
+                })
+            }
             _ => Ok(()),
         }
     }
 
     fn note_rate_limit(&self, status: StatusCode, headers: &HeaderMap) {
-        let Some(wait) = backoff(status, headers, SystemTime::now()) else {
+        let Some(wait) = backoff(status, headers, self.clock.system_time()) else {
             return;
         };
         tracing::warn!(
@@ -289,13 +308,13 @@ impl Api {
             "GitHub rate limit reached; no API request until it resets"
         );
         if let Ok(mut blocked) = self.blocked_until.lock() {
-            *blocked = Some(Instant::now() + wait);
+            *blocked = Some(self.clock.now() + wait);
         }
     }
 }
 
-fn unavailable(message: String) -> StoreError {
-    StoreError::Unavailable {
+fn unavailable(message: String) -> GitHubError {
+    GitHubError::Unavailable {
         message,
         source: None,
     }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use headers::{ETag, HeaderMapExt, IfNoneMatch};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
+use crate::release::body_etag;
 use crate::store::key::CachePolicy;
 
 /// How a feed answer may be cached.
@@ -17,12 +18,6 @@ pub enum FeedCaching {
     /// The answer depended on who asked (a staged rollout): browsers and clients may keep
     /// it, shared caches must not.
     PerClient,
-}
-
-/// The strong ETag of a body: 128 bits of its BLAKE3.
-pub fn body_etag(body: &[u8]) -> String {
-    let hash = blake3::hash(body);
-    format!("\"{}\"", &hash.to_hex().as_str()[..32])
 }
 
 /// A feed body and its strong ETag.

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::release::channel::Channel;
 use crate::release::electron::ChannelFile;
 use crate::release::{channel_of, parse_version};
 use crate::store::ObjectKey;
@@ -49,7 +50,7 @@ pub struct Asset {
 
 impl Asset {
     /// True once the upload is complete (a half-uploaded asset is not served).
-    pub fn is_complete(&self) -> bool {
+    fn is_complete(&self) -> bool {
         self.state.as_deref().is_none_or(|s| s == "uploaded")
     }
 }
@@ -61,7 +62,7 @@ pub struct ChannelRelease {
     pub version: semver::Version,
     /// `latest` for a published release; a pre-release feeds the channel of its semver
     /// pre-release tag (`1.2.0-beta.1` → `beta`), `beta` when its version has none.
-    pub channel: String,
+    pub channel: Channel,
     /// The release.
     pub release: Release,
 }
@@ -74,13 +75,10 @@ pub fn servable(releases: Vec<Release>) -> Vec<ChannelRelease> {
         .filter(|r| !r.draft)
         .filter_map(|release| {
             let version = parse_version(&release.tag_name)?;
-            let channel = if !release.prerelease {
-                "latest".to_owned()
-            } else {
-                match channel_of(&version) {
-                    c if c == "latest" => "beta".to_owned(),
-                    c => c,
-                }
+            let channel = match channel_of(&version) {
+                _ if !release.prerelease => Channel::latest(),
+                c if c.is_latest() => Channel::parse("beta").ok()?,
+                c => c,
             };
             Some(ChannelRelease {
                 version,
@@ -99,7 +97,7 @@ pub enum GitHubKey {
     /// `releases/latest/{file}`: the manifest `file` of the newest release of `channel`.
     Channel {
         /// The channel the file belongs to.
-        channel: String,
+        channel: Channel,
         /// The file name asked for.
         file: String,
         /// The same file under the `latest` channel's name (`latest-mac.yml` for
@@ -140,30 +138,27 @@ impl GitHubKey {
 }
 
 /// The channel of a channel-level manifest name, and its `latest` spelling.
-fn channel_of_file(file: &str) -> Option<(String, Option<String>)> {
+fn channel_of_file(file: &str) -> Option<(Channel, Option<String>)> {
     if let Some(parsed) = ChannelFile::parse(file) {
-        let latest = (parsed.channel != "latest").then(|| {
+        let latest = (!parsed.channel.is_latest()).then(|| {
             ChannelFile {
-                channel: "latest".into(),
+                channel: Channel::latest(),
                 ..parsed.clone()
             }
             .file_name()
         });
         return Some((parsed.channel, latest));
     }
-    if let Some(stem) = file.strip_suffix(".json")
-        && crate::release::electron::is_channel_name(stem)
-    {
-        let latest = (stem != "latest").then(|| "latest.json".to_owned());
-        return Some((stem.to_owned(), latest));
+    if let Some(channel) = file.strip_suffix(".json").map(Channel::parse) {
+        let channel = channel.ok()?;
+        let latest = (!channel.is_latest()).then(|| "latest.json".to_owned());
+        return Some((channel, latest));
     }
     if file == "RELEASES" {
-        return Some(("latest".into(), None));
+        return Some((Channel::latest(), None));
     }
-    if let Some(channel) = file.strip_prefix("RELEASES-")
-        && crate::release::electron::is_channel_name(channel)
-    {
-        return Some((channel.to_owned(), Some("RELEASES".into())));
+    if let Some(channel) = file.strip_prefix("RELEASES-") {
+        return Some((Channel::parse(channel).ok()?, Some("RELEASES".into())));
     }
     None
 }
@@ -187,7 +182,7 @@ pub fn find_asset<'a>(releases: &'a [ChannelRelease], key: &GitHubKey) -> Option
             latest_name,
         } => releases
             .iter()
-            .filter(|r| r.channel == *channel || r.channel == "latest")
+            .filter(|r| r.channel == *channel || r.channel.is_latest())
             .find_map(|r| {
                 named(&r.release, file).or_else(|| {
                     latest_name
@@ -248,7 +243,7 @@ mod tests {
         ]);
         let got: Vec<(String, String)> = list
             .iter()
-            .map(|r| (r.version.to_string(), r.channel.clone()))
+            .map(|r| (r.version.to_string(), r.channel.to_string()))
             .collect();
         assert_eq!(
             got,
@@ -329,7 +324,7 @@ mod tests {
         assert_eq!(
             key("releases/latest/RELEASES-beta"),
             GitHubKey::Channel {
-                channel: "beta".into(),
+                channel: Channel::parse("beta").unwrap(),
                 file: "RELEASES-beta".into(),
                 latest_name: Some("RELEASES".into())
             }
