@@ -14,9 +14,10 @@ use futures_util::StreamExt;
 
 use super::{ByteRange, ByteStream, Object};
 
-/// Ranges at most this far apart are read as one span from a remote origin: fetching a
-/// megabyte more is cheaper than another round trip (tens of milliseconds to a bucket).
-pub const REMOTE_GAP: u64 = 1024 * 1024;
+/// Ranges at most this far apart are read as one span from a remote origin: reading 256 KiB
+/// more takes a few milliseconds, another round trip to a bucket tens of them, and the
+/// bytes read in vain (billed as egress by some stores) stay bounded per merged pair.
+pub const REMOTE_GAP: u64 = 256 * 1024;
 
 /// One upstream read covering `parts` (indexes into the requested ranges).
 #[derive(Debug, Clone, PartialEq, Eq)]

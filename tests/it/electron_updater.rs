@@ -263,7 +263,7 @@ async fn serve(mut fixture: Fixture) -> (Fixture, TestServer) {
     drop(listener);
     fixture.config.listen = addr;
     fixture.config.public_url = format!("http://{addr}");
-    let server = TestServer::start(fixture.config.clone()).await;
+    let server = TestServer::start_with(fixture.config.clone(), fixture.secrets()).await;
     assert_eq!(server.addr, addr);
     (fixture, server)
 }
@@ -271,7 +271,18 @@ async fn serve(mut fixture: Fixture) -> (Fixture, TestServer) {
 /// A store with both releases (and their separate block maps, if any) and `channel`
 /// announcing 1.1.0.
 fn store(old: (&str, &Artifact), new: (&str, &Artifact), channel: &str, feed: &str) -> Fixture {
-    let mut fixture = Fixture::new().file(&format!("releases/latest/{channel}"), feed);
+    store_in(Fixture::new(), old, new, channel, feed)
+}
+
+/// As [`store`], in `fixture`'s store (a bucket, say).
+fn store_in(
+    fixture: Fixture,
+    old: (&str, &Artifact),
+    new: (&str, &Artifact),
+    channel: &str,
+    feed: &str,
+) -> Fixture {
+    let mut fixture = fixture.file(&format!("releases/latest/{channel}"), feed);
     for (version, (name, artifact)) in [("1.0.0", old), ("1.1.0", new)] {
         let key = format!("releases/v{version}/{name}");
         fixture = fixture.file(&key, &artifact.bytes);
@@ -638,4 +649,109 @@ async fn electron_updater_downloads_differentially_with_separate_blockmaps() {
             "{map} not fetched: {result:#}"
         );
     }
+}
+
+/// 8 MiB of old content and the new content: a cluster of 24 small changes 96 KiB apart
+/// (what a rebuilt app's archive looks like), one change far from it and one insertion.
+fn clustered_content() -> (Vec<u8>, Vec<u8>) {
+    let old_raw = random_bytes(20, 8 * MIB);
+    let mut new_raw = old_raw.clone();
+    for i in 0..24 {
+        let at = 2 * MIB + i * 96 * KIB;
+        new_raw[at..at + 512].copy_from_slice(&random_bytes(21 + i as u64, 512));
+    }
+    let at = 6 * MIB + MIB / 2;
+    new_raw[at..at + 8 * KIB].copy_from_slice(&random_bytes(50, 8 * KIB));
+    let at = 7 * MIB;
+    new_raw.splice(at..at, random_bytes(51, 4 * KIB));
+    (old_raw, new_raw)
+}
+
+/// The differential download from a bucket (the S3 store, against the in-process S3
+/// server): the client's multi-range request is answered part for part, while the store
+/// reads ranges within 256 KiB of each other with one ranged GET. Prints the figures the
+/// README quotes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_differential_download_from_a_bucket_reads_close_ranges_together() {
+    require_client();
+    let (old_raw, new_raw) = clustered_content();
+    let (old, new) = build_appimages(&old_raw, &new_raw).await;
+    let feed = channel_file("1.1.0", NEW_NAME, &new.info);
+    let fixture = store_in(
+        Fixture::s3(),
+        (OLD_NAME, &old),
+        (NEW_NAME, &new),
+        "latest-linux.yml",
+        &feed,
+    );
+    let (fixture, server) = serve(fixture).await;
+    let (run, client) = run_update(&server, appimage_app(&old.bytes), true).await;
+    let result = run.json();
+    assert!(
+        run.success && result["ok"] == true && result["differential"] == true,
+        "electron-updater failed: {result:#}\nstderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(result["fallback"], false, "{result:#}");
+    let file = downloaded(&result, client.path(), NEW_NAME);
+    assert!(read(&file) == new.bytes, "rebuilt file differs from 1.1.0");
+
+    // What the client asked for: the ranges of its requests for the artifact, in order.
+    let artifact_path = format!("/releases/v1.1.0/{NEW_NAME}");
+    let requests: Vec<&str> = result["exchanges"]
+        .as_array()
+        .expect("exchanges")
+        .iter()
+        .filter(|e| e["path"] == artifact_path.as_str())
+        .filter_map(|e| e["range"].as_str())
+        .collect();
+    let ranges_of = |header: &str| -> Vec<(u64, u64)> {
+        header
+            .trim_start_matches("bytes=")
+            .split(',')
+            .filter_map(|r| {
+                let (a, b) = r.trim().split_once('-')?;
+                Some((a.parse().ok()?, b.parse().ok()?))
+            })
+            .collect()
+    };
+    // What reaching the bucket should cost: per request, one GET per run of ranges less
+    // than 256 KiB apart.
+    let mut expected_gets = Vec::new();
+    for header in &requests {
+        let mut spans: Vec<(u64, u64)> = Vec::new();
+        for (a, b) in ranges_of(header) {
+            match spans.last_mut() {
+                Some(span) if a > span.1 && a - span.1 - 1 <= 256 * 1024 => span.1 = b,
+                _ => spans.push((a, b)),
+            }
+        }
+        expected_gets.extend(spans);
+    }
+    let s3 = fixture.s3.as_ref().expect("bucket");
+    let target = format!("/{}/releases/v1.1.0/{NEW_NAME}", crate::support::BUCKET);
+    let gets: Vec<(u64, u64)> = s3
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.target.split('?').next() == Some(target.as_str()))
+        .filter_map(|r| r.range.as_deref())
+        .flat_map(ranges_of)
+        .collect();
+    let asked: Vec<(u64, u64)> = requests.iter().flat_map(|h| ranges_of(h)).collect();
+    let total = |ranges: &[(u64, u64)]| ranges.iter().map(|(a, b)| b - a + 1).sum::<u64>();
+    eprintln!(
+        "differential download from a bucket: {} requests asking {} ranges ({} bytes) cost {} upstream GETs ({} bytes read)",
+        requests.len(),
+        asked.len(),
+        total(&asked),
+        gets.len(),
+        total(&gets),
+    );
+    assert_eq!(gets, expected_gets, "asked: {requests:?}");
+    assert!(
+        gets.len() * 4 <= asked.len(),
+        "close ranges share GETs: {} GETs for {} ranges",
+        gets.len(),
+        asked.len()
+    );
 }

@@ -14,7 +14,7 @@ use release_edge::clock::Clock;
 use release_edge::config::{FallbackReason, GithubConfig, StoreConfig, StoreKind};
 
 use crate::github_standin::GitHubStandIn;
-use crate::support::{Fixture, Reply, get};
+use crate::support::{BinaryServer, Fixture, Reply, get};
 
 /// How GitHub fails.
 #[derive(Debug, Clone, Copy)]
@@ -293,4 +293,71 @@ async fn a_warm_cache_answers_when_the_store_fails_too() {
             }
         }
     }
+}
+
+/// The first run of a new user, through the real binary: the sample releases, `[github]`
+/// configured, GitHub unreachable. Every check the store can answer is answered and logs
+/// no error; a manifest only GitHub could have is a `503 github_unavailable`, logged once
+/// with its cause chain, naming GitHub.
+#[tokio::test]
+async fn a_new_users_first_run_with_github_unreachable() {
+    let fx = with_samples(Fixture::new());
+    let api = closed_port_url();
+    let server = BinaryServer::spawn(
+        fx.root(),
+        &[
+            ("RELEASE_EDGE_GITHUB__OWNER", "acme"),
+            ("RELEASE_EDGE_GITHUB__REPO", "app"),
+            ("RELEASE_EDGE_GITHUB__API_URL", &api),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let json = |path: &str| {
+        client
+            .get(server.url(path))
+            .header("accept", "application/json")
+            .send()
+    };
+    let up_to_date = json("/update/darwin/arm64/1.1.0").await.expect("check");
+    assert_eq!(up_to_date.status(), 204);
+    let update = json("/update/darwin/arm64/1.0.0").await.expect("check");
+    assert_eq!(update.status(), 200);
+    let body: serde_json::Value = update.json().await.expect("json");
+    assert_eq!(body["version"], "1.1.0");
+    let linux = json("/update/linux/x64/1.0.0").await.expect("check");
+    assert_eq!(linux.status(), 200);
+
+    let missing = client
+        .get(server.url("/update/linux/x64/1.0.0/beta-linux.yml"))
+        .send()
+        .await
+        .expect("check");
+    assert_eq!(missing.status(), 503);
+    let body: serde_json::Value = missing.json().await.expect("json");
+    assert_eq!(body["error"], "github_unavailable");
+
+    // Four requests, four access-log lines; then exactly one error, for the fourth.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.logged("request").len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "access log lines");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let errors = server.logged("request failed");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let error = &errors[0];
+    assert_eq!(error["level"], "ERROR");
+    assert_eq!(error["origin"], "github");
+    let chain = error["error"].as_str().expect("error chain");
+    assert!(
+        chain.starts_with("GitHub is unavailable: request failed: "),
+        "{chain}"
+    );
+    assert!(
+        chain.contains("onnect"),
+        "the cause (connection refused) is in the chain: {chain}"
+    );
+    assert!(
+        !chain.to_lowercase().contains("the store is"),
+        "the store is not blamed: {chain}"
+    );
 }

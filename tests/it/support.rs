@@ -458,6 +458,8 @@ impl Drop for TestServer {
 pub struct BinaryServer {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Every line it wrote to stderr (JSON log lines), as they come.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl BinaryServer {
@@ -481,6 +483,8 @@ impl BinaryServer {
         let mut child = cmd.spawn().expect("spawn release-edge");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&log);
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -491,12 +495,25 @@ impl BinaryServer {
                     let _ = tx.send(listen.parse::<SocketAddr>().expect("listen addr"));
                     sent = true;
                 }
+                if let Ok(mut log) = kept.lock() {
+                    log.push(line);
+                }
             }
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("release-edge did not report its address within 20 s");
-        Self { child, addr }
+        Self { child, addr, log }
+    }
+
+    /// The JSON log lines written so far whose `message` is `message`.
+    pub fn logged(&self, message: &str) -> Vec<serde_json::Value> {
+        let lines = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+        lines
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|v| v.get("message").and_then(|m| m.as_str()) == Some(message))
+            .collect()
     }
 
     pub fn url(&self, path: &str) -> String {
