@@ -355,9 +355,13 @@ impl ManifestCache {
             let at = inner.clock.now();
             let fresh = inner.load(&key).await;
             match (fresh, &entry.value) {
-                // GitHub gave this copy and cannot confirm it now: it stands.
-                (Ok(Cached::Unconfirmed(err)), Cached::Found(_, _, OriginName::GitHub)) => {
-                    tracing::warn!(key = %key, error = %err, "revalidation failed; serving the last good manifest");
+                // The origin that gave this copy failed (the other one has none): it cannot
+                // be confirmed, nor denied, so it stands. (When the origin that gave it
+                // answers "not there", that answer is taken.)
+                (Ok(Cached::Unconfirmed(err)), Cached::Found(_, _, origin))
+                    if err.origin() == *origin =>
+                {
+                    tracing::warn!(key = %key, origin = origin.as_str(), error = %err, "revalidation failed; serving the last good manifest");
                     entry.mark_failed(inner.clock.now());
                 }
                 (Ok(fresh), _) => inner.entries.insert(key, Entry::new(fresh, at)).await,

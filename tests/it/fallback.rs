@@ -133,7 +133,7 @@ async fn ask_all(router: &axum::Router) -> Vec<Reply> {
 }
 
 /// What a user depends on in a reply: status, body and the headers that carry meaning.
-fn essence(reply: &Reply) -> (u16, Vec<u8>, Vec<(String, String)>) {
+fn essence(reply: &Reply) -> (u16, String, Vec<(String, String)>) {
     let headers = [
         "content-type",
         "etag",
@@ -147,7 +147,11 @@ fn essence(reply: &Reply) -> (u16, Vec<u8>, Vec<(String, String)>) {
         Some((name.to_string(), value.to_owned()))
     })
     .collect();
-    (reply.status.as_u16(), reply.body.to_vec(), headers)
+    (
+        reply.status.as_u16(),
+        String::from_utf8_lossy(&reply.body).into_owned(),
+        headers,
+    )
 }
 
 fn assert_same(cell: &str, got: &[Reply], want: &[Reply]) {
@@ -360,4 +364,39 @@ async fn a_new_users_first_run_with_github_unreachable() {
         !chain.to_lowercase().contains("the store is"),
         "the store is not blamed: {chain}"
     );
+}
+
+/// A warm cache, then the store fails while GitHub answers and has none of the store's
+/// manifests: the cached copies stand (the origin that gave them failed; GitHub's "none"
+/// cannot take them away), for every probe the store answered before.
+#[tokio::test]
+async fn a_warm_cache_stands_when_the_store_fails_and_github_has_nothing() {
+    let gh = GitHubStandIn::start().await;
+    let mut fx = with_samples(Fixture::s3());
+    fx.config.store.max_attempts = 1;
+    let (_, mut github) = failing_github(Fault::ServerError).await;
+    github.api_url = gh.api_url();
+    fx.config.github = Some(github);
+    let clock = Clock::manual();
+    let state = fx.state_on(&clock);
+    let router = release_edge::app(state.clone());
+    let warm = ask_all(&router).await;
+    let statuses: Vec<u16> = warm.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(statuses, HEALTHY_STATUS);
+
+    fx.s3.as_ref().expect("bucket").stop();
+    for round in 0..3 {
+        // Past the TTL (and then past the retry gap): each round revalidates and fails.
+        clock.advance(Duration::from_secs(61));
+        let answers = ask_all(&router).await;
+        state.manifests.settled().await;
+        for (i, ((path, _), (got, was))) in PROBES.iter().zip(answers.iter().zip(&warm)).enumerate()
+        {
+            let cell = format!("round {round}, store down, GitHub empty");
+            if i == ARTIFACT {
+                continue;
+            }
+            assert_eq!(essence(got), essence(was), "{cell} {path}");
+        }
+    }
 }
