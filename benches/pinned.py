@@ -159,7 +159,7 @@ def measure(server: Server, path: str, conns: int, duration: int, script: Path, 
 
 def profile(server: Server, path: str, conns: int, duration: int, script: Path, args, headers, dest: Path):
     data = dest.with_suffix(".data")
-    rec = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-p", str(server.proc.pid),
+    rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "-g", "-p", str(server.proc.pid),
                             "-o", str(data), "--", "sleep", str(duration)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wrk(server.url + path, conns, duration, script, args, headers)
@@ -212,6 +212,7 @@ def main() -> None:
         binary = str(REPO / "target" / "release" / "release-edge")
 
     tmp = Path(tempfile.mkdtemp(prefix="pinned-"))
+    tmp.chmod(0o755)  # nginx's worker runs as an unprivileged user
     servers: list[Server] = []
     try:
         root = tmp / "store"

@@ -204,17 +204,26 @@ impl<T> IdleTimeout<T> {
 }
 
 /// Called when the inner I/O is not ready: fails once `timeout` has passed without progress.
+///
+/// The timer is not moved on every byte (that would be a timer-wheel update per request on a
+/// keep-alive connection): it stays armed at its deadline, and when it fires after progress
+/// it is re-armed once, for `timeout` after that progress.
 fn expired(
     deadline: &mut Pin<Box<Sleep>>,
     last_progress: Instant,
     timeout: Duration,
     cx: &mut Context<'_>,
 ) -> bool {
-    let due = last_progress + timeout;
-    if deadline.deadline() != due {
+    loop {
+        if deadline.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let due = last_progress + timeout;
+        if due <= deadline.deadline() {
+            return true;
+        }
         deadline.as_mut().reset(due);
     }
-    deadline.as_mut().poll(cx).is_ready()
 }
 
 fn idle_error() -> io::Error {
