@@ -18,6 +18,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 pub use router::build as app;
 pub use state::{App, AppState};
