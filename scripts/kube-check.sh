@@ -40,7 +40,7 @@ for overlay in "${OVERLAYS[@]}"; do
     rendered=$work/$overlay.yaml
     kubectl kustomize "deploy/kubernetes/overlays/$overlay" >"$rendered" || fail "kustomize $overlay"
     for version in "${KUBE_VERSIONS[@]}"; do
-        kubernetes-validate --strict -k "$version" "$rendered" >"$work/validate.log" 2>&1 || {
+        kubernetes-validate --strict -k "$version" - <"$rendered" >"$work/validate.log" 2>&1 || {
             cat "$work/validate.log"
             fail "$overlay does not validate against Kubernetes $version"
         }

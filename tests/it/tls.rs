@@ -355,6 +355,9 @@ async fn a_renewed_certificate_is_served_to_new_connections_while_old_ones_go_on
     }
 }
 
+/// Environment variables for a `release-edge` process.
+type Env = Vec<(&'static str, String)>;
+
 /// Runs `release-edge` with `args`, the environment cleared but for `env`, in `dir`.
 fn release_edge(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_release-edge"));
@@ -438,33 +441,22 @@ async fn healthcheck_probes_the_configured_listener() {
     with_tls.push(("RELEASE_EDGE_TLS__CERT", certs.cert().display().to_string()));
     with_tls.push(("RELEASE_EDGE_TLS__KEY", certs.key().display().to_string()));
 
-    let cases: Vec<(&str, Vec<&str>, Vec<(&str, String)>, i32)> = vec![
-        ("plain /healthz", vec!["healthcheck"], base(plain.addr), 0),
-        (
-            "plain /readyz",
-            vec!["healthcheck", "--path", "/readyz"],
-            base(plain.addr),
-            0,
-        ),
-        ("https /healthz", vec!["healthcheck"], with_tls.clone(), 0),
-        (
-            "a 404",
-            vec!["healthcheck", "--path", "/nope"],
-            base(plain.addr),
-            1,
-        ),
-        (
-            "plain HTTP to the TLS port",
-            vec!["healthcheck"],
-            base(tls.addr),
-            1,
-        ),
+    // (what, --path or the default, environment, exit code)
+    let cases: [(&str, Option<&str>, Env, i32); 5] = [
+        ("plain, default path", None, base(plain.addr), 0),
+        ("plain /readyz", Some("/readyz"), base(plain.addr), 0),
+        ("https, default path", None, with_tls, 0),
+        ("a 404", Some("/nope"), base(plain.addr), 1),
+        ("plain HTTP to the TLS port", None, base(tls.addr), 1),
     ];
-    for (what, args, env, expected) in cases {
+    for (what, path, env, expected) in cases {
         let dir = root.clone();
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let path = path.map(str::to_owned);
         let out = blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut args = vec!["healthcheck"];
+            if let Some(path) = &path {
+                args.extend(["--path", path]);
+            }
             release_edge(&dir, &args, &env)
         })
         .await;
