@@ -139,19 +139,36 @@ async fn tls_server(fx: &Fixture, certs: &CertDir, reload_interval: Duration) ->
     TestServer::start_with(config, Secrets::default()).await
 }
 
-/// curl over HTTPS, trusting only the test CA, with `localhost` pinned to the server.
-fn curl(addr: SocketAddr, ca: &Path, args: &[&str], path: &str) -> Output {
+/// GETs `path` with curl over HTTPS (trusting only the test CA, `localhost` pinned to the
+/// server) and `args`; returns curl's `%{http_code} %{http_version}` and the body.
+async fn curl(
+    addr: SocketAddr,
+    ca: &Path,
+    args: &'static [&'static str],
+    path: &str,
+) -> (String, Vec<u8>) {
     require_program("curl");
-    Command::new("curl")
-        .args(["--silent", "--show-error", "--max-time", "20", "--cacert"])
+    let dir = scratch();
+    let body = dir.path().join("body");
+    let mut cmd = Command::new("curl");
+    cmd.args(["--silent", "--show-error", "--max-time", "20", "--cacert"])
         .arg(ca)
         .arg("--resolve")
         .arg(format!("localhost:{}:127.0.0.1", addr.port()))
         .args(args)
+        .arg("--output")
+        .arg(&body)
+        .args(["--write-out", "%{http_code} %{http_version}"])
         .arg(format!("https://localhost:{}{path}", addr.port()))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run curl")
+        .stdin(Stdio::null());
+    let out = blocking(move || cmd.output().expect("run curl")).await;
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = std::fs::read(&body).expect("curl's output");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), body)
 }
 
 /// Runs a blocking client on the blocking pool, so that the server keeps running.
@@ -169,62 +186,25 @@ async fn curl_downloads_over_https_with_http2_and_http11() {
     let server = tls_server(&fx, &certs, Duration::from_secs(10)).await;
     let (addr, ca_path) = (server.addr, certs.ca());
 
-    let out_dir = scratch();
-    let body_path = out_dir.path().join("body");
-    let body = body_path.clone();
-    let h2 = blocking(move || {
-        curl(
-            addr,
-            &ca_path,
-            &[
-                "--http2",
-                "--range",
-                "1000-2999",
-                "--output",
-                body.to_str().expect("utf-8 path"),
-                "--write-out",
-                "%{http_code} %{http_version} %{size_download}",
-            ],
-            ARTIFACT_URL,
-        )
-    })
-    .await;
-    assert!(
-        h2.status.success(),
-        "curl --http2: {}",
-        String::from_utf8_lossy(&h2.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&h2.stdout), "206 2 2000");
     let expected = crate::support::pattern(300_000);
-    assert_eq!(
-        std::fs::read(&body_path).expect("body"),
-        &expected[1000..3000]
-    );
-
-    let ca_path = certs.ca();
-    let h1 = blocking(move || {
-        curl(
-            addr,
-            &ca_path,
-            &[
-                "--http1.1",
-                "--tls-max",
-                "1.2",
-                "--output",
-                "/dev/null",
-                "--write-out",
-                "%{http_code} %{http_version} %{size_download}",
-            ],
-            ARTIFACT_URL,
-        )
-    })
+    let (h2, body) = curl(
+        addr,
+        &ca_path,
+        &["--http2", "--range", "1000-2999"],
+        ARTIFACT_URL,
+    )
     .await;
-    assert!(
-        h1.status.success(),
-        "curl --http1.1 --tls-max 1.2: {}",
-        String::from_utf8_lossy(&h1.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&h1.stdout), "200 1.1 300000");
+    assert_eq!(h2, "206 2");
+    assert_eq!(body, &expected[1000..3000]);
+    let (h1, body) = curl(
+        addr,
+        &ca_path,
+        &["--http1.1", "--tls-max", "1.2"],
+        ARTIFACT_URL,
+    )
+    .await;
+    assert_eq!(h1, "200 1.1");
+    assert_eq!(body, expected);
 
     // Plain HTTP on the TLS port is not served.
     let plain = blocking(move || {
