@@ -23,10 +23,12 @@ SAMPLE_URL=/releases/v1.1.0/Sample-App-Setup-1.1.0.exe
 work=$(mktemp -d)
 containers=()
 moto_pid=
+nginx_pid=
 cleanup() {
     local c
     for c in "${containers[@]}"; do podman rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
     [[ -n $moto_pid ]] && kill "$moto_pid" 2>/dev/null || true
+    [[ -n $nginx_pid ]] && kill "$nginx_pid" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -195,28 +197,81 @@ elif verb == "put":
 PY
 }
 s3 create releases samples
-replica_urls=()
-for name in a b; do
+# The same bucket over HTTPS: nginx terminates TLS in front of moto with a certificate from a
+# CA made here; a replica trusts it only through the CA bundle at the path the image ships
+# (/etc/ssl/certs/ca-certificates.crt: the image's own bundle plus that CA, mounted over it).
+[[ -x /usr/sbin/nginx ]] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
+tls=$work/tls
+mkdir -p "$tls" && chmod 0755 "$work" "$tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj "/CN=release-edge CI CA" -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=s3.release-edge.test" \
+    -keyout "$tls/s3.key" -out "$tls/s3.csr" 2>/dev/null
+printf 'subjectAltName=DNS:s3.release-edge.test\n' >"$tls/san.ext"
+openssl x509 -req -in "$tls/s3.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 1 -extfile "$tls/san.ext" -out "$tls/s3.crt" 2>/dev/null
+cat target/image-context/dist/etc/ssl/certs/ca-certificates.crt "$tls/ca.crt" >"$tls/bundle.crt"
+chmod 0644 "$tls"/*
+s3_tls_port=$(free_port)
+cat >"$tls/nginx.conf" <<NGINX
+daemon off;
+pid $tls/nginx.pid;
+error_log $tls/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    proxy_temp_path $tls/proxy;
+    client_body_temp_path $tls/body;
+    server {
+        listen 127.0.0.1:$s3_tls_port ssl;
+        ssl_certificate $tls/s3.crt;
+        ssl_certificate_key $tls/s3.key;
+        location / {
+            proxy_pass http://127.0.0.1:$s3_port;
+            proxy_set_header Host \$http_host;
+            proxy_buffering off;
+        }
+    }
+}
+NGINX
+/usr/sbin/nginx -p "$tls" -c "$tls/nginx.conf" >"$tls/nginx.out" 2>&1 &
+nginx_pid=$!
+
+# run_replica NAME ENDPOINT [podman args]: a replica on the host network (the S3 server is on
+# the host's loopback), finding the store by the name s3.release-edge.test, which only the
+# container's /etc/hosts knows. Prints its URL.
+run_replica() {
+    local name=$1 endpoint=$2 p
+    shift 2
     p=$(free_port)
-    containers+=("re-ci-s3-$name")
     podman rm -f "re-ci-s3-$name" >/dev/null 2>&1 || true
-    # Host networking: the S3 server is on the host's loopback, and the container finds it
-    # by the name s3.release-edge.test, which only its /etc/hosts knows.
     podman run -d --name "re-ci-s3-$name" --network host \
-        --add-host "s3.release-edge.test:127.0.0.1" \
+        --add-host "s3.release-edge.test:127.0.0.1" "$@" \
         -e RELEASE_EDGE_LISTEN="127.0.0.1:$p" \
         -e RELEASE_EDGE_STORE__KIND=s3 \
         -e RELEASE_EDGE_STORE__BUCKET=releases \
-        -e RELEASE_EDGE_STORE__ENDPOINT="http://s3.release-edge.test:$s3_port" \
+        -e RELEASE_EDGE_STORE__ENDPOINT="$endpoint" \
         -e RELEASE_EDGE_STORE__FORCE_PATH_STYLE=true \
+        -e RELEASE_EDGE_STORE__CIRCUIT_FAILURES=0 \
         -e RELEASE_EDGE_CACHE__MANIFEST_TTL=1s \
         -e RELEASE_EDGE_CACHE__OBJECT_TTL=0s \
         -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY -e AWS_EC2_METADATA_DISABLED=true \
         "$IMAGE" >/dev/null 2>>"$work/podman.log"
-    replica_urls+=("http://127.0.0.1:$p")
-done
+    echo "http://127.0.0.1:$p"
+}
+replica_urls=()
+replica_urls+=("$(run_replica a "http://s3.release-edge.test:$s3_port")")
+replica_urls+=("$(run_replica b "https://s3.release-edge.test:$s3_tls_port" -v "$tls/bundle.crt:/etc/ssl/certs/ca-certificates.crt:ro")")
+untrusted=$(run_replica untrusted "https://s3.release-edge.test:$s3_tls_port")
+# (run_replica ran in a subshell: its containers are added to the clean-up list here.)
+containers+=(re-ci-s3-a re-ci-s3-b re-ci-s3-untrusted)
 for url in "${replica_urls[@]}"; do wait_ok "$url/readyz"; done
-pass "both replicas ready: the store answered at s3.release-edge.test (resolved from /etc/hosts)"
+pass "both replicas ready: the store answered at s3.release-edge.test (resolved from /etc/hosts), over HTTP and over HTTPS"
+# Control: the image's bundle alone does not trust the CI CA, so that replica is not ready.
+wait_ok "$untrusted/healthz"
+[[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 20 "$untrusted/readyz") == 503 ]] ||
+    fail "a replica without the CI CA reached the HTTPS store: the bundle is not what decides"
+pass "HTTPS to the store is trusted through /etc/ssl/certs/ca-certificates.crt, and only through it (control: 503)"
 
 # fetch URL PATH OUT [curl args]: body to OUT, "status etag" on stdout.
 fetch() {
