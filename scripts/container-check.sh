@@ -179,8 +179,9 @@ for i in $(seq 1 100); do
     ((i < 100)) || fail "moto's S3 server did not start"
     sleep 0.2
 done
-export AWS_ACCESS_KEY_ID="ci-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
-export AWS_SECRET_ACCESS_KEY="$(od -An -N16 -tx8 /dev/urandom | tr -d ' \n')"
+AWS_ACCESS_KEY_ID="ci-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+AWS_SECRET_ACCESS_KEY="$(od -An -N16 -tx8 /dev/urandom | tr -d ' \n')"
+export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
 s3() { # s3 put|create ...: a boto3 client of the local S3 server
     python3 - "$s3_port" "$@" <<'PY'
 import sys, pathlib, boto3
@@ -289,8 +290,9 @@ done
 cmp -s "$work/a" "$SAMPLE" || fail "the artifact from S3 differs from $SAMPLE"
 a=$(fetch "${replica_urls[0]}" "$SAMPLE_URL" "$work/a" -r 100-1123)
 b=$(fetch "${replica_urls[1]}" "$SAMPLE_URL" "$work/b" -r 100-1123)
-[[ $a == "206 "* && $a == "$b" ]] && cmp -s "$work/a" "$work/expected" && cmp -s "$work/b" "$work/expected" ||
+if ! [[ $a == "206 "* && $a == "$b" ]] || ! cmp -s "$work/a" "$work/expected" || ! cmp -s "$work/b" "$work/expected"; then
     fail "ranged download over S3: '$a' / '$b'"
+fi
 pass "two replicas, one bucket: same status, ETag and bytes for manifest, feed, artifact and range"
 
 # A publish is one write to the bucket; both replicas serve it without hearing of it.
@@ -306,7 +308,7 @@ for url in "${replica_urls[@]}"; do
 done
 a=$(fetch "${replica_urls[0]}" /releases/latest/latest.yml "$work/a")
 b=$(fetch "${replica_urls[1]}" /releases/latest/latest.yml "$work/b")
-[[ $a == "$b" ]] && cmp -s "$work/a" "$work/latest.yml" || fail "after the publish: '$a' / '$b'"
+if [[ $a != "$b" ]] || ! cmp -s "$work/a" "$work/latest.yml"; then fail "after the publish: '$a' / '$b'"; fi
 pass "a manifest written to the bucket is served by both replicas, same ETag ($a)"
 
 echo "container: all checks passed; image $IMAGE $(podman image inspect --format '{{.Size}}' "$IMAGE") bytes"

