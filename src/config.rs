@@ -621,6 +621,12 @@ mod tests {
                     "fallback_on",
                 ),
                 ("[github]\nowner = \"a\"\nrepo = \"\"\n", "github"),
+                ("[tls]\ncert = \"c.pem\"\n", "key"),
+                ("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nkee = 1\n", "kee"),
+                (
+                    "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nreload_interval = \"0s\"\n",
+                    "tls.reload_interval",
+                ),
             ];
             for (toml, key) in cases {
                 // Top-level keys come first in TOML, so the store section goes last.

@@ -139,7 +139,7 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         let state = App::build(config, Secrets::from_env())?;
         let server = Server::bind(state.clone())
             .await
-            .with_context(|| format!("binding {}", state.config.listen))?;
+            .with_context(|| format!("starting the listener on {}", state.config.listen))?;
         tracing::info!(
             listen = %server.local_addr()?,
             metrics = ?server.metrics_addr(),
