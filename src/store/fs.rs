@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use moka::future::Cache;
@@ -320,9 +320,7 @@ fn open_blocking(root: &Dir, path: &str) -> io::Result<Opened> {
         return Err(io::Error::from(io::ErrorKind::NotFound));
     }
     let source = if metadata.len() <= SMALL_FILE {
-        let mut buf = BytesMut::zeroed(metadata.len() as usize);
-        file.read_exact_at(&mut buf, 0)?;
-        FsSource::Memory(buf.freeze())
+        FsSource::Memory(read_at(&file, 0, metadata.len() as usize)?)
     } else {
         FsSource::File(Arc::new(file))
     };
@@ -378,16 +376,33 @@ impl FsFile {
                 }
                 let len = (end - pos).min(running.chunk_len() as u64) as usize;
                 let reader = Arc::clone(&file);
-                let chunk = tokio::task::spawn_blocking(move || {
-                    let mut buf = BytesMut::zeroed(len);
-                    reader.read_exact_at(&mut buf, pos).map(|()| buf.freeze())
-                })
-                .await
-                .map_err(io::Error::other)??;
+                let chunk = tokio::task::spawn_blocking(move || read_at(&reader, pos, len))
+                    .await
+                    .map_err(io::Error::other)??;
                 Ok(Some((chunk, (file, pos + len as u64, running))))
             },
         ))
     }
+}
+
+/// Exactly `len` bytes of `file` at `pos`, read straight into a fresh buffer (`pread` into
+/// its spare capacity: no zero-filling first, and no copy on the way to the socket). A file
+/// that ends before is an error.
+fn read_at(file: &std::fs::File, pos: u64, len: usize) -> io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let offset = pos + buf.len() as u64;
+        let read = rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), offset)?;
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file ended before the range did",
+            ));
+        }
+    }
+    // The allocation may be larger than asked: a read may have gone past the range.
+    buf.truncate(len);
+    Ok(Bytes::from(buf))
 }
 
 /// One running file stream, counted while it lives.
