@@ -17,6 +17,7 @@ use cap_std::fs::Dir;
 use moka::future::Cache;
 
 use super::ByteRange;
+use super::pool::{BufferPool, CLASSES};
 use super::{ByteStream, Object, ObjectKey, ObjectMeta, ObjectSource, ObjectTtl, StoreError};
 
 /// Files up to this size are read whole when opened: one blocking hop serves the request.
@@ -91,6 +92,8 @@ pub struct FsStore {
     opened: Cache<ObjectKey, (Object, Instant)>,
     /// File streams running now, for the size of their reads.
     streams: Arc<AtomicUsize>,
+    /// Their read buffers, recycled.
+    pool: BufferPool,
     ttl: ObjectTtl,
 }
 
@@ -112,6 +115,7 @@ enum FsSource {
 pub(super) struct FsFile {
     file: Arc<std::fs::File>,
     streams: Arc<AtomicUsize>,
+    pool: BufferPool,
 }
 
 impl FsStore {
@@ -137,6 +141,7 @@ impl FsStore {
                 .expire_after(ttl.clone())
                 .build(),
             streams: Arc::new(AtomicUsize::new(0)),
+            pool: BufferPool::default(),
             ttl,
         })
     }
@@ -189,6 +194,7 @@ impl FsStore {
                 FsSource::File(file) => ObjectSource::Fs(FsFile {
                     file,
                     streams: Arc::clone(&self.streams),
+                    pool: self.pool.clone(),
                 }),
             },
         })
@@ -368,25 +374,30 @@ impl FsFile {
     pub(super) fn read(&self, range: ByteRange) -> ByteStream {
         let end = range.end + 1;
         let running = StreamCount::start(&self.streams);
+        let pool = self.pool.clone();
         Box::pin(futures_util::stream::try_unfold(
             (Arc::clone(&self.file), range.start, running),
-            move |(file, pos, running)| async move {
-                if pos >= end {
-                    return Ok(None);
+            move |(file, pos, running)| {
+                let pool = pool.clone();
+                async move {
+                    if pos >= end {
+                        return Ok(None);
+                    }
+                    let len = (end - pos).min(running.chunk_len() as u64) as usize;
+                    let reader = Arc::clone(&file);
+                    let chunk =
+                        tokio::task::spawn_blocking(move || pool.read_at(&reader, pos, len))
+                            .await
+                            .map_err(io::Error::other)??;
+                    Ok(Some((chunk, (file, pos + len as u64, running))))
                 }
-                let len = (end - pos).min(running.chunk_len() as u64) as usize;
-                let reader = Arc::clone(&file);
-                let chunk = tokio::task::spawn_blocking(move || read_at(&reader, pos, len))
-                    .await
-                    .map_err(io::Error::other)??;
-                Ok(Some((chunk, (file, pos + len as u64, running))))
             },
         ))
     }
 }
 
 /// Exactly `len` bytes of `file` at `pos`, read straight into a fresh buffer (`pread` into
-/// its spare capacity: no zero-filling first, and no copy on the way to the socket). A file
+/// its spare capacity: no zero-filling first), for a small file kept whole in memory. A file
 /// that ends before is an error.
 fn read_at(file: &std::fs::File, pos: u64, len: usize) -> io::Result<Bytes> {
     let mut buf = Vec::with_capacity(len);
@@ -419,7 +430,14 @@ impl StreamCount {
     /// stays bounded whatever the number of clients.
     fn chunk_len(&self) -> usize {
         let running = self.0.load(Ordering::Relaxed).max(1);
-        (STREAM_BUDGET / running).clamp(MIN_CHUNK, MAX_CHUNK)
+        let share = (STREAM_BUDGET / running).clamp(MIN_CHUNK, MAX_CHUNK);
+        // A size of the buffer pool's, so that a full read fills its buffer exactly.
+        CLASSES
+            .iter()
+            .rev()
+            .copied()
+            .find(|&class| class <= share)
+            .unwrap_or(MIN_CHUNK)
     }
 }
 

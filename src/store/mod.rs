@@ -8,6 +8,7 @@
 pub mod fs;
 pub mod key;
 pub mod parts;
+mod pool;
 mod range;
 pub mod s3;
 
