@@ -1,6 +1,8 @@
 //! The integration suite: one binary that drives the real router, in-process for most cases
 //! and over real TCP (and with real clients) where streaming, timeouts and shutdown matter.
 
+mod cdn_purge;
+mod cdn_standin;
 mod clients;
 mod config_cli;
 mod electron_updater;
@@ -8,6 +10,7 @@ mod fallback;
 mod feeds;
 mod github;
 mod github_standin;
+mod mirror;
 mod prometheus;
 mod publish;
 mod releases;
