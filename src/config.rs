@@ -45,6 +45,8 @@ pub struct Config {
     pub cost: CostConfig,
     /// The CDN in front, purged after every change (optional).
     pub cdn: Option<CdnConfig>,
+    /// HTTPS on `listen` (optional; plain HTTP without it).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             log: LogConfig::default(),
             cost: CostConfig::default(),
             cdn: None,
+            tls: None,
         }
     }
 }
@@ -456,6 +459,25 @@ impl CdnConfig {
     }
 }
 
+/// `[tls]`: serve HTTPS on `listen` with this certificate (rustls; TLS 1.2 and 1.3; ALPN
+/// `h2` and `http/1.1`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first (`fullchain.pem`).
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    pub key: PathBuf,
+    /// How often both files are re-read; changed contents are loaded for new connections
+    /// (ACME renewals need no restart). Default 10 s.
+    #[serde(default = "default_tls_reload", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+fn default_tls_reload() -> Duration {
+    Duration::from_secs(10)
+}
+
 /// Secrets: read from the environment only, never from the file, never printed.
 #[derive(Default)]
 pub struct Secrets {
@@ -668,6 +690,11 @@ impl Config {
                 return Err(invalid("github.refresh_interval", "must be more than 0"));
             }
         }
+        if let Some(tls) = &self.tls
+            && tls.reload_interval.is_zero()
+        {
+            return Err(invalid("tls.reload_interval", "must be more than 0"));
+        }
         if self.store.kind == StoreKind::None && self.github.is_none() {
             return Err(invalid(
                 "store.kind",
@@ -808,6 +835,12 @@ mod tests {
                 (
                     "[cdn]\nkind = \"fastly\"\nservice_id = \"x\"\ntoken = \"t\"\n",
                     "token",
+                ),
+                ("[tls]\ncert = \"c.pem\"\n", "key"),
+                ("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nkee = 1\n", "kee"),
+                (
+                    "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nreload_interval = \"0s\"\n",
+                    "tls.reload_interval",
                 ),
             ];
             for (toml, key) in cases {

@@ -111,10 +111,19 @@ impl Cloudfront {
 fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
     err: SdkError<E, aws_sdk_cloudfront::config::http::HttpResponse>,
 ) -> Failure {
-    let message = format!(
-        "CloudFront CreateInvalidation: {}",
-        aws_sdk_cloudfront::error::DisplayErrorContext(&err)
-    );
+    let message = match &err {
+        // The status and CloudFront's own words, not the raw answer.
+        SdkError::ServiceError(ctx) => format!(
+            "CloudFront answered {} to CreateInvalidation: {}: {}",
+            ctx.raw().status().as_u16(),
+            ctx.err().code().unwrap_or("error"),
+            ctx.err().message().unwrap_or_default()
+        ),
+        other => format!(
+            "CloudFront CreateInvalidation: {}",
+            aws_sdk_cloudfront::error::DisplayErrorContext(other)
+        ),
+    };
     let (retryable, retry_after) = match &err {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();

@@ -37,9 +37,18 @@ fn kind(provider: Provider) -> CdnKind {
     }
 }
 
-/// A token made at run time (CloudFront: an access key id).
-fn token() -> String {
-    format!("AKIA{:016X}", fastrand::u64(..))
+/// Credentials made at run time: an API token (CloudFront: an access key id) and, for
+/// CloudFront, a secret key.
+struct Keys {
+    token: String,
+    secret: String,
+}
+
+fn keys() -> Keys {
+    Keys {
+        token: format!("AKIA{:016X}", fastrand::u64(..)),
+        secret: format!("{:032x}", fastrand::u128(..)),
+    }
 }
 
 fn cdn_config(cdn: &CdnStandIn) -> CdnConfig {
@@ -60,8 +69,9 @@ fn cdn_config(cdn: &CdnStandIn) -> CdnConfig {
     }
 }
 
-/// The environment that points the binary at `cdn` with `token`.
-fn cdn_env(cdn: &CdnStandIn, token: &str) -> Vec<(&'static str, String)> {
+/// The environment that points the binary at `cdn` with `keys`.
+fn cdn_env(cdn: &CdnStandIn, keys: &Keys) -> Vec<(&'static str, String)> {
+    let token = keys.token.as_str();
     let mut env = vec![
         ("RELEASE_EDGE_PUBLIC_URL", PUBLIC.to_owned()),
         ("RELEASE_EDGE_CDN__RETRY_BACKOFF", "10ms".to_owned()),
@@ -86,10 +96,7 @@ fn cdn_env(cdn: &CdnStandIn, token: &str) -> Vec<(&'static str, String)> {
             ("RELEASE_EDGE_CDN__DISTRIBUTION_ID", id),
             ("RELEASE_EDGE_CDN__API_URL", cdn.api_url()),
             ("AWS_ACCESS_KEY_ID", token.to_owned()),
-            (
-                "AWS_SECRET_ACCESS_KEY",
-                format!("{:032x}", fastrand::u128(..)),
-            ),
+            ("AWS_SECRET_ACCESS_KEY", keys.secret.clone()),
             ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
         ]),
         Provider::Webhook => env.extend([
@@ -168,9 +175,9 @@ async fn publish_rollback_and_mirror_purge_exactly_what_changed_on_every_provide
             .asset("App-1.3.0-beta.1-mac.zip", beta),
     );
     for provider in PROVIDERS {
-        let token = token();
-        let cdn = CdnStandIn::start(provider, &token).await;
-        let env = cdn_env(&cdn, &token);
+        let keys = keys();
+        let cdn = CdnStandIn::start(provider, &keys.token, &keys.secret).await;
+        let env = cdn_env(&cdn, &keys);
         let fx = Fixture::new();
 
         for (version, len) in [("1.0.0", 1_000), ("1.1.0", 1_100)] {
@@ -236,14 +243,14 @@ async fn publish_rollback_and_mirror_purge_exactly_what_changed_on_every_provide
 
 #[tokio::test]
 async fn a_failing_purge_is_retried_then_reported_with_its_own_exit_status() {
-    let token = token();
-    let cdn = CdnStandIn::start(Provider::Cloudflare, &token).await;
+    let keys = keys();
+    let cdn = CdnStandIn::start(Provider::Cloudflare, &keys.token, &keys.secret).await;
     cdn.fail_all(Some(503));
     let fx = Fixture::new();
     let dist = mac_dist("1.0.0", 900);
     let mut cmd = cli(&fx);
     cmd.args(["publish", "--version", "1.0.0"]).arg(dist.path());
-    let out = run_with(cmd, &cdn_env(&cdn, &token)).await;
+    let out = run_with(cmd, &cdn_env(&cdn, &keys)).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
@@ -269,7 +276,7 @@ async fn a_failing_purge_is_retried_then_reported_with_its_own_exit_status() {
     let fx = Fixture::new();
     let mut cmd = cli(&fx);
     cmd.args(["publish", "--version", "1.0.0"]).arg(dist.path());
-    let env: Vec<_> = cdn_env(&cdn, &token)
+    let env: Vec<_> = cdn_env(&cdn, &keys)
         .into_iter()
         .filter(|(k, _)| *k != "CLOUDFLARE_API_TOKEN")
         .collect();
@@ -283,7 +290,8 @@ async fn a_failing_purge_is_retried_then_reported_with_its_own_exit_status() {
     );
 }
 
-fn purger(cdn: &CdnStandIn, token: &str, clock: &Clock) -> (Cdn, Arc<Metrics>) {
+fn purger(cdn: &CdnStandIn, keys: &Keys, clock: &Clock) -> (Cdn, Arc<Metrics>) {
+    let token = keys.token.as_str();
     let config = Config {
         public_url: PUBLIC.into(),
         cdn: Some(cdn_config(cdn)),
@@ -296,7 +304,7 @@ fn purger(cdn: &CdnStandIn, token: &str, clock: &Clock) -> (Cdn, Arc<Metrics>) {
         cdn_webhook_token: secret,
         cdn_aws_credentials: Some(aws_sdk_s3::config::Credentials::new(
             token,
-            format!("{:032x}", fastrand::u128(..)),
+            &keys.secret,
             None,
             None,
             "test",
@@ -317,10 +325,10 @@ fn purges(metrics: &Metrics, outcome: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_wait_on_the_clock_honour_retry_after_and_stop_at_a_refusal() {
     for provider in PROVIDERS {
-        let token = token();
-        let cdn = CdnStandIn::start(provider, &token).await;
+        let keys = keys();
+        let cdn = CdnStandIn::start(provider, &keys.token, &keys.secret).await;
         let clock = Clock::manual();
-        let (cdn_purger, metrics) = purger(&cdn, &token, &clock);
+        let (cdn_purger, metrics) = purger(&cdn, &keys, &clock);
         cdn.fail_next(&[(503, None), (429, Some(7))]);
         let change = Change::channel(ChangeKind::Policy, Channel::parse("beta").expect("beta"));
         let running = tokio::spawn({
@@ -376,7 +384,19 @@ async fn retries_wait_on_the_clock_honour_retry_after_and_stop_at_a_refusal() {
         assert_eq!((purges(&metrics, "ok"), purges(&metrics, "error")), (1, 0));
 
         // A refusal (a wrong token) is not retried: one request, reported.
-        let (wrong, metrics) = purger(&cdn, "not-the-token", &clock);
+        let wrong_keys = Keys {
+            token: keys.token.clone(),
+            secret: "not-the-secret".into(),
+        };
+        let wrong_keys = if provider == Provider::Cloudfront {
+            wrong_keys
+        } else {
+            Keys {
+                token: "not-the-token".into(),
+                ..wrong_keys
+            }
+        };
+        let (wrong, metrics) = purger(&cdn, &wrong_keys, &clock);
         cdn.clear();
         let err = wrong
             .purge_channel(&Channel::latest(), ChangeKind::Policy)
@@ -398,8 +418,8 @@ async fn feed_answers_carry_the_channel_label_the_purge_names() {
         (Provider::Fastly, Some("surrogate-key")),
         (Provider::Cloudfront, None),
     ] {
-        let token = token();
-        let cdn = CdnStandIn::start(provider, &token).await;
+        let keys = keys();
+        let cdn = CdnStandIn::start(provider, &keys.token, &keys.secret).await;
         let zip = pattern(2_000);
         let beta = pattern(2_100);
         let mut fx = Fixture::new()
@@ -412,13 +432,13 @@ async fn feed_answers_carry_the_channel_label_the_purge_names() {
                 channel_yml("1.1.0-beta.1", &[("App-1.1.0-beta.1-mac.zip", &beta)], None),
             );
         fx.config.cdn = Some(cdn_config(&cdn));
-        let secret = Some(SecretString::from(token.clone()));
+        let secret = Some(SecretString::from(keys.token.clone()));
         let secrets = Secrets {
             cloudflare_api_token: secret.clone(),
             fastly_api_token: secret,
             cdn_aws_credentials: Some(aws_sdk_s3::config::Credentials::new(
-                &token,
-                format!("{:032x}", fastrand::u128(..)),
+                &keys.token,
+                &keys.secret,
                 None,
                 None,
                 "test",

@@ -48,6 +48,8 @@ struct Shared {
     provider: Provider,
     /// The credential it accepts: an API token, or CloudFront's access key id.
     token: String,
+    /// CloudFront: the secret key the SigV4 signatures are checked with.
+    secret: String,
     /// The id in the URL: zone, service or distribution.
     id: String,
     state: Mutex<StandInState>,
@@ -80,14 +82,15 @@ impl CdnStandIn {
     /// The zone, service and distribution id every stand-in uses.
     pub const ID: &'static str = "0123456789abcdef0123456789abcdef";
 
-    /// Starts a stand-in that accepts `token` (CloudFront: the access key id of the keys the
-    /// SDK signs with).
-    pub async fn start(provider: Provider, token: &str) -> Self {
+    /// Starts a stand-in that accepts `token` (CloudFront: requests signed with the access
+    /// key id `token` and the secret key `secret`).
+    pub async fn start(provider: Provider, token: &str, secret: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind cdn");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let shared = Arc::new(Shared {
             provider,
             token: token.to_owned(),
+            secret: secret.to_owned(),
             id: Self::ID.to_owned(),
             state: Mutex::new(StandInState::default()),
             answered: watch::Sender::new(0),
@@ -406,17 +409,7 @@ fn cloudfront(shared: &Shared, call: &Call, body: &Bytes) -> Response {
             "The specified distribution does not exist.",
         );
     }
-    // `AWS4-HMAC-SHA256 Credential={key}/{yyyymmdd}/us-east-1/cloudfront/aws4_request,
-    // SignedHeaders=...;x-amz-date..., Signature={64 hex}`
-    let auth = header_str(headers, "authorization").unwrap_or_default();
-    let signed = auth.starts_with(&format!("AWS4-HMAC-SHA256 Credential={}/", shared.token))
-        && auth.contains("/us-east-1/cloudfront/aws4_request")
-        && auth.contains("SignedHeaders=")
-        && auth
-            .split("Signature=")
-            .nth(1)
-            .is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-        && headers.contains_key("x-amz-date");
+    let signed = sigv4_valid(shared, method, path, headers, body);
     if !signed {
         return error(
             StatusCode::FORBIDDEN,
@@ -476,6 +469,91 @@ fn cloudfront(shared: &Shared, call: &Call, body: &Bytes) -> Response {
             reference[0]
         )))
         .expect("response")
+}
+
+/// Checks a request's AWS Signature Version 4 as AWS does: `Authorization: AWS4-HMAC-SHA256
+/// Credential={key}/{yyyymmdd}/us-east-1/cloudfront/aws4_request, SignedHeaders=...,
+/// Signature=...` with the stand-in's key id, and the signature recomputed from the canonical
+/// request (method, path, no query, the signed headers, the body's SHA-256) with its secret.
+fn sigv4_valid(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> bool {
+    use sha2::Digest;
+    let Some(auth) = header_str(headers, "authorization") else {
+        return false;
+    };
+    let Some(fields) = auth.strip_prefix("AWS4-HMAC-SHA256 ") else {
+        return false;
+    };
+    let field = |name: &str| {
+        fields
+            .split(',')
+            .map(str::trim)
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+    };
+    let (Some(credential), Some(signed_headers), Some(signature), Some(date_time)) = (
+        field("Credential"),
+        field("SignedHeaders"),
+        field("Signature"),
+        header_str(headers, "x-amz-date"),
+    ) else {
+        return false;
+    };
+    let scope: Vec<&str> = credential.split('/').collect();
+    let [key, date, "us-east-1", "cloudfront", "aws4_request"] = scope[..] else {
+        return false;
+    };
+    if key != shared.token || !date_time.starts_with(date) {
+        return false;
+    }
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let canonical_headers: String = signed_headers
+        .split(';')
+        .map(|name| {
+            format!(
+                "{name}:{}\n",
+                header_str(headers, name).unwrap_or_default().trim()
+            )
+        })
+        .collect();
+    let canonical = format!(
+        "{method}\n{path}\n\n{canonical_headers}\n{signed_headers}\n{}",
+        hex(&sha2::Sha256::digest(body))
+    );
+    let string_to_sign = format!(
+        "AWS4-HMAC-SHA256\n{date_time}\n{date}/us-east-1/cloudfront/aws4_request\n{}",
+        hex(&sha2::Sha256::digest(canonical.as_bytes()))
+    );
+    let mut signing_key = hmac_sha256(format!("AWS4{}", shared.secret).as_bytes(), date.as_bytes());
+    for part in ["us-east-1", "cloudfront", "aws4_request"] {
+        signing_key = hmac_sha256(&signing_key, part.as_bytes());
+    }
+    hex(&hmac_sha256(&signing_key, string_to_sign.as_bytes())) == signature
+}
+
+/// HMAC-SHA256 (RFC 2104).
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&sha2::Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = sha2::Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    sha2::Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
 }
 
 /// A webhook receiver: `POST /hooks/purge` with a JSON body and, when it holds a token,

@@ -1,6 +1,7 @@
 //! The integration suite: one binary that drives the real router, in-process for most cases
 //! and over real TCP (and with real clients) where streaming, timeouts and shutdown matter.
 
+mod cdn;
 mod cdn_purge;
 mod cdn_standin;
 mod clients;
@@ -18,3 +19,4 @@ mod s3;
 mod support;
 mod tauri;
 mod tcp;
+mod tls;
