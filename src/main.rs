@@ -230,12 +230,22 @@ fn main() -> ExitCode {
                         mirror::Options::default_work_dir(&repo.owner, &repo.repo)
                     });
                     let cached = mirror::cached_list(&work_dir).await;
-                    tools
-                        .github()?
-                        .list_every_release(cached.as_ref())
-                        .await
-                        .context("listing the releases on GitHub")?
-                        .servable()
+                    match tools.github()?.list_every_release(cached.as_ref()).await {
+                        Ok(list) => list.servable(),
+                        // GitHub unreachable or rate-limited: the list the mirror kept.
+                        Err(err) => match cached {
+                            Some(list) => {
+                                eprintln!(
+                                    "GitHub: {err}; showing its releases as the last mirror run saw them"
+                                );
+                                list.servable()
+                            }
+                            None => {
+                                return Err(anyhow::Error::new(err)
+                                    .context("listing the releases on GitHub"));
+                            }
+                        },
+                    }
                 }
                 None => Vec::new(),
             };

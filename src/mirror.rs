@@ -390,6 +390,11 @@ impl Mirror<'_> {
             .iter()
             .filter(|a| a.is_complete())
             .collect();
+        // A name the store cannot hold refuses the release (GitHub allows more than keys do).
+        for asset in &assets {
+            version_key(version, &asset.name)
+                .map_err(|err| refused(format!("asset `{}`: {err}", asset.name)))?;
+        }
         let dir = format!("releases/v{version}");
         let present: BTreeMap<String, u64> = self
             .store
@@ -428,7 +433,11 @@ impl Mirror<'_> {
             }
             // A Tauri manifest's GitHub download URLs become release-edge's, now that the
             // release is in the store.
-            let bytes = tauri_urls_through_us(&bytes, self.all).unwrap_or(bytes);
+            let bytes = if asset.name.ends_with(".json") {
+                tauri_urls_through_us(&bytes, self.all).unwrap_or(bytes)
+            } else {
+                bytes
+            };
             feed_bytes.push((asset.name.clone(), bytes));
         }
         for file in expected.keys() {
@@ -534,11 +543,22 @@ impl Mirror<'_> {
                 Err(_) => 0,
             };
             if have == asset.size {
+                if asset.size == 0 {
+                    tokio::fs::write(&path, b"").await?;
+                }
                 return Ok(path);
             }
-            match self.download(asset, &path, have, report).await {
-                Ok(()) => continue,
-                Err(Failed::GitHub(err)) => {
+            let failed = match self.download(asset, &path, have, report).await {
+                Ok(done) if done == asset.size => continue,
+                // A body that ended early without an error: resumed like a failure.
+                Ok(done) => Failed::GitHub(GitHubError::Unavailable {
+                    message: format!("{} ended after {done} of {} bytes", asset.name, asset.size),
+                    source: None,
+                }),
+                Err(failed) => failed,
+            };
+            match failed {
+                Failed::GitHub(err) => {
                     let wait = wait_for(&err, attempt)
                         .with_context(|| format!("downloading {} from GitHub", asset.name))?;
                     eprintln!(
@@ -549,19 +569,20 @@ impl Mirror<'_> {
                     self.clock.sleep(wait).await;
                     attempt += 1;
                 }
-                Err(Failed::Local(err)) => return Err(err),
+                Failed::Local(err) => return Err(err),
             }
         }
     }
 
-    /// Appends bytes `have..` of `asset` to `path`.
+    /// Appends bytes `have..` of `asset` (`have` < its size) to `path`; returns how many
+    /// bytes the file holds then.
     async fn download(
         &self,
         asset: &Asset,
         path: &Path,
         have: u64,
         report: &mut Report,
-    ) -> Result<(), Failed> {
+    ) -> Result<u64, Failed> {
         let range = ByteRange {
             start: have,
             end: asset.size - 1,
@@ -602,7 +623,7 @@ impl Mirror<'_> {
         if bar.is_hidden() {
             eprintln!("downloaded {} ({} bytes)", asset.name, asset.size);
         }
-        Ok(())
+        Ok(done)
     }
 }
 
