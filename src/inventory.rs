@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::origin::github::model::ChannelRelease;
+use crate::origin::{OriginError, Origins};
 use crate::release::channel::Channel;
 use crate::release::channel_of;
 use crate::store::{Store, StoreError};
@@ -151,6 +152,22 @@ pub async fn store_versions(
         out.insert(version, files);
     }
     Ok(out)
+}
+
+/// Where every version lives as a server sees it (`GET /admin/releases`): a listing of the
+/// store and the GitHub origin's list in memory (its newest 100 releases, revalidated as
+/// `github.refresh_interval` says: no request while it is fresh). An origin that fails is
+/// named in the error rather than taken for "has nothing".
+pub async fn gather(origins: &Origins) -> Result<Vec<Location>, OriginError> {
+    let store = match origins.store() {
+        Some(store) => store_versions(store).await.map_err(OriginError::Store)?,
+        None => BTreeMap::new(),
+    };
+    let github = match origins.github() {
+        Some(github) => github.releases().await.map_err(OriginError::GitHub)?,
+        None => Default::default(),
+    };
+    Ok(locate(&store, &github))
 }
 
 /// `1.5 MB`, `340 KB`, `12 B`: sizes for people.

@@ -831,6 +831,26 @@ async fn since_and_channel_limit_what_is_copied_and_status_shows_where_each_vers
         table.contains("1 version(s) only on GitHub, served only while GitHub answers: 0.9.0"),
         "{table}"
     );
+    // What the server computes for the admin API: the same places, from its origins.
+    let mut config = fx.config.clone();
+    config.github = Some(github_config(gh.api_url()));
+    let state = release_edge::App::build(config, fx.secrets()).expect("state");
+    let places: Vec<(String, &str)> = release_edge::inventory::gather(&state.origins)
+        .await
+        .expect("gather")
+        .iter()
+        .map(|l| (l.version.to_string(), l.place.as_str()))
+        .collect();
+    assert_eq!(
+        places,
+        [
+            ("1.3.0".to_owned(), "store"),
+            ("1.2.0-beta.1".into(), "both"),
+            ("1.1.0".into(), "both"),
+            ("1.0.0".into(), "both"),
+            ("0.9.0".into(), "github"),
+        ]
+    );
     let json: serde_json::Value = serde_json::from_slice(&status(true).await).expect("json");
     assert_eq!(json[1]["version"], "1.2.0-beta.1");
     assert_eq!(json[1]["place"], "both");
