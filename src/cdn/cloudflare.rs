@@ -20,6 +20,7 @@ pub(super) struct Cloudflare {
 }
 
 impl Cloudflare {
+    /// The client of this provider\'s purge API.
     pub(super) fn new(
         client: reqwest::Client,
         api_url: Option<&str>,
@@ -34,6 +35,7 @@ impl Cloudflare {
         }
     }
 
+    /// Makes one purge request: the provider\'s purge id, or why it failed.
     pub(super) async fn send(&self, part: &Part) -> Result<String, Failure> {
         let body = match part {
             Part::Tags(tags) => serde_json::json!({ "tags": tags }),

@@ -30,6 +30,7 @@ pub(super) struct Cloudfront {
 }
 
 impl Cloudfront {
+    /// The client of this provider\'s purge API.
     pub(super) fn new(config: &CdnConfig, credentials: Option<Credentials>) -> Self {
         Self {
             distribution_id: config.distribution_id.clone().unwrap_or_default(),
@@ -71,6 +72,7 @@ impl Cloudfront {
             .await
     }
 
+    /// Makes one purge request: the provider\'s purge id, or why it failed.
     pub(super) async fn send(&self, part: &Part) -> Result<String, Failure> {
         let Part::Paths(paths, caller_reference) = part else {
             return Err(Failure::transient(format!(

@@ -22,6 +22,7 @@ pub(super) struct Fastly {
 }
 
 impl Fastly {
+    /// The client of this provider\'s purge API.
     pub(super) fn new(
         client: reqwest::Client,
         api_url: Option<&str>,
@@ -38,6 +39,7 @@ impl Fastly {
         }
     }
 
+    /// Makes one purge request: the provider\'s purge id, or why it failed.
     pub(super) async fn send(&self, part: &Part) -> Result<String, Failure> {
         let (request, what) = match part {
             Part::Tags(keys) => (

@@ -14,10 +14,12 @@ pub(super) struct Webhook {
 }
 
 impl Webhook {
+    /// The client of this provider\'s purge API.
     pub(super) fn new(client: reqwest::Client, url: String, token: Option<SecretString>) -> Self {
         Self { client, url, token }
     }
 
+    /// Makes one purge request: the provider\'s purge id, or why it failed.
     pub(super) async fn send(&self, part: &Part) -> Result<String, Failure> {
         let Part::Webhook(body) = part else {
             return Err(Failure::transient(format!("not a webhook call: {part:?}")));
