@@ -3,14 +3,17 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+pub mod cdn;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod feeds;
 pub mod handlers;
 pub mod http;
+pub mod inventory;
 pub mod metrics;
 pub mod middleware;
+pub mod mirror;
 pub mod origin;
 pub mod publish;
 pub mod release;
@@ -22,6 +25,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod versions;
+pub mod writer;
 
 pub use router::build as app;
 pub use state::{App, AppState};

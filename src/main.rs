@@ -1,18 +1,24 @@
 //! The `release-edge` binary: parses the command line and hands off to the library.
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use release_edge::config::{Config, Secrets};
-use release_edge::publish;
+use release_edge::cdn::{Cdn, Change, ChangeKind, PurgeError};
+use release_edge::clock::Clock;
+use release_edge::config::{Config, Secrets, StoreKind};
+use release_edge::metrics::Metrics;
+use release_edge::origin::github::GitHubOrigin;
+use release_edge::release::channel::Channel;
 use release_edge::server::{Server, shutdown_signal};
 use release_edge::store::Store;
-use release_edge::{App, telemetry};
+use release_edge::{App, inventory, mirror, publish, telemetry};
 
 /// A release-distribution server for desktop apps.
 #[derive(Parser)]
@@ -63,6 +69,38 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Copy the GitHub releases of `[github]` into the store: artifacts first, each checked
+    /// against the release's manifests, channel files last. Resumable and idempotent.
+    Mirror {
+        /// Copy from GitHub Releases (the one source there is).
+        #[arg(long, required = true)]
+        from_github: bool,
+        /// Only releases of this version or newer (and those a channel file comes from).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this channel's releases and channel files.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Where downloads wait until verified and the list of releases is kept between runs
+        /// (default: release-edge-mirror/{owner}-{repo} in the system's temporary directory).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Config file naming the store and the repository.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List every version and where it lives: in the store, on GitHub, or both.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The mirror's work directory, whose cached list of releases is revalidated.
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Config file naming the store and the repository.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Ask the server this config describes whether it is healthy, for container health
     /// checks in an image with no shell or curl: GET PATH on `listen` (loopback when it is
     /// the unspecified address; HTTPS when `[tls]` is set); exit 0 on a 2xx, 1 otherwise.
@@ -79,6 +117,9 @@ enum Command {
     },
 }
 
+/// Exit status of a command that did its work but could not purge the CDN.
+const EXIT_PURGE_FAILED: u8 = 3;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -94,28 +135,135 @@ fn main() -> ExitCode {
             channel,
             config,
             dir,
-        } => with_store(config, |store| async move {
-            let summary = publish::publish(&store, &dir, &version, &channel).await?;
+        } => with_tools(config, |tools| async move {
+            let summary = publish::publish(&tools.store, &dir, &version, &channel).await?;
             println!(
                 "published {version} on {channel}: {} uploaded, {} already there; {}",
                 summary.uploaded.len(),
                 summary.unchanged.len(),
                 summary.channel_manifests.join(", ")
             );
-            Ok(())
+            tools
+                .purge(Change {
+                    kind: ChangeKind::Publish,
+                    channels: BTreeSet::from([Channel::parse(&channel)?]),
+                    files: summary.channel_manifests.into_iter().collect(),
+                })
+                .await
         }),
         Command::Rollback {
             channel,
             to,
             config,
-        } => with_store(config, |store| async move {
-            let written = publish::rollback(&store, &channel, &to).await?;
+        } => with_tools(config, |tools| async move {
+            let written = publish::rollback(&tools.store, &channel, &to).await?;
             println!("{channel} now serves {to}: {}", written.join(", "));
+            tools
+                .purge(Change {
+                    kind: ChangeKind::Rollback,
+                    channels: BTreeSet::from([Channel::parse(&channel)?]),
+                    files: written.into_iter().collect(),
+                })
+                .await
+        }),
+        Command::Mirror {
+            from_github: _,
+            since,
+            channel,
+            work_dir,
+            config,
+        } => with_tools(config, |tools| async move {
+            let github = tools.github()?;
+            let repo = tools.config.github.as_ref().context("no [github]")?;
+            let options = mirror::Options {
+                since: since
+                    .map(|s| {
+                        release_edge::release::parse_version(&s)
+                            .with_context(|| format!("--since `{s}` is not a semver version"))
+                    })
+                    .transpose()?,
+                channel: channel.as_deref().map(Channel::parse).transpose()?,
+                work_dir: work_dir
+                    .unwrap_or_else(|| mirror::Options::default_work_dir(&repo.owner, &repo.repo)),
+            };
+            let report = mirror::mirror(&tools.store, &github, &options, &tools.clock).await?;
+            for (version, channel, outcome) in &report.releases {
+                let what = match outcome {
+                    mirror::Outcome::InStore => "already in the store".to_owned(),
+                    mirror::Outcome::Copied { files, bytes } => format!(
+                        "copied {} file(s), {}",
+                        files.len(),
+                        inventory::human_bytes(*bytes)
+                    ),
+                    mirror::Outcome::Refused(reason) => format!("REFUSED: {reason}"),
+                };
+                println!("v{version} ({channel}): {what}");
+            }
+            for note in &report.kept {
+                println!("kept {note}");
+            }
+            println!(
+                "channel files written: {}; downloaded from GitHub: {}",
+                if report.channel_files.is_empty() {
+                    "none".to_owned()
+                } else {
+                    report.channel_files.join(", ")
+                },
+                inventory::human_bytes(report.downloaded)
+            );
+            let purged = tools.purge(report.change()).await;
+            anyhow::ensure!(
+                !report.failed(),
+                "some releases were refused (above); nothing of them was written"
+            );
+            purged
+        }),
+        Command::Status {
+            json,
+            work_dir,
+            config,
+        } => with_tools(config, |tools| async move {
+            let store = inventory::store_versions(&tools.store).await?;
+            let github = match &tools.config.github {
+                Some(repo) => {
+                    let work_dir = work_dir.unwrap_or_else(|| {
+                        mirror::Options::default_work_dir(&repo.owner, &repo.repo)
+                    });
+                    let cached = mirror::cached_list(&work_dir).await;
+                    match tools.github()?.list_every_release(cached.as_ref()).await {
+                        Ok(list) => list.servable(),
+                        // GitHub unreachable or rate-limited: the list the mirror kept.
+                        Err(err) => match cached {
+                            Some(list) => {
+                                eprintln!(
+                                    "GitHub: {err}; showing its releases as the last mirror run saw them"
+                                );
+                                list.servable()
+                            }
+                            None => {
+                                return Err(anyhow::Error::new(err)
+                                    .context("listing the releases on GitHub"));
+                            }
+                        },
+                    }
+                }
+                None => Vec::new(),
+            };
+            let locations = inventory::locate(&store, &github);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&locations)?);
+            } else {
+                print!("{}", inventory::render(&locations));
+            }
             Ok(())
         }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if matches!(err.downcast_ref(), Some(PurgeError::Failed { .. })) => {
+            eprintln!("release-edge: {err:#}");
+            ExitCode::from(EXIT_PURGE_FAILED)
+        }
         Err(err) => {
             eprintln!("release-edge: {err:#}");
             ExitCode::from(2)
@@ -153,21 +301,91 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     })
 }
 
-/// Runs a store command on a small runtime (the CLI does not need the server's).
-fn with_store<F, Fut>(config: Option<PathBuf>, run: F) -> anyhow::Result<()>
+/// What a store command works with.
+struct Tools {
+    config: Config,
+    secrets: Secrets,
+    store: Store,
+    cdn: Option<Cdn>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+}
+
+impl Tools {
+    /// The GitHub origin of `[github]`, with `GITHUB_TOKEN`.
+    fn github(&self) -> anyhow::Result<GitHubOrigin> {
+        let repo = self.config.github.as_ref().context(
+            "no [github] repository is configured (github.owner and github.repo, or RELEASE_EDGE_GITHUB__OWNER and RELEASE_EDGE_GITHUB__REPO)",
+        )?;
+        GitHubOrigin::new(
+            repo,
+            &self.config.cache,
+            self.secrets.github_token.clone(),
+            self.clock.clone(),
+            self.metrics.clone(),
+        )
+        .context("GitHub")
+    }
+
+    /// Purges what `change` changed on the CDN, when `[cdn]` is configured; a failure is an
+    /// error of its own kind (exit status 3: the change itself is done).
+    async fn purge(&self, change: Change) -> anyhow::Result<()> {
+        let Some(cdn) = &self.cdn else {
+            return Ok(());
+        };
+        if change.is_empty() {
+            return Ok(());
+        }
+        match cdn.purge(&change).await {
+            Ok(targets) => {
+                let mut what = targets.tags;
+                what.extend(targets.urls);
+                if cdn.kind() == release_edge::config::CdnKind::Cloudfront {
+                    what = targets.paths;
+                }
+                println!("purged on {}: {}", cdn.kind().as_str(), what.join(", "));
+                Ok(())
+            }
+            Err(err) => Err(anyhow::Error::new(err).context(
+                "the change is made, but the CDN was not purged: it serves its old copies until they expire (purge by hand, or run the command again)",
+            )),
+        }
+    }
+}
+
+/// Runs a store command on a small runtime (the CLI does not need the server's), with the
+/// CDN checked before anything is changed.
+fn with_tools<F, Fut>(config: Option<PathBuf>, run: F) -> anyhow::Result<()>
 where
-    F: FnOnce(Store) -> Fut,
+    F: FnOnce(Tools) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let config = Config::load(config.as_deref()).context("configuration")?;
+    telemetry::init(&config.log);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
+        anyhow::ensure!(
+            config.store.kind != StoreKind::None,
+            "this command needs a store (store.kind = \"fs\" or \"s3\")"
+        );
         let store =
             Store::from_config(&config.store, &config.cache).context("opening the store")?;
-        run(store).await
+        let secrets = Secrets::from_env();
+        let clock = Clock::system();
+        let metrics = Arc::new(Metrics::new()?);
+        let cdn = Cdn::from_config(&config, &secrets, clock.clone(), metrics.clone())?;
+        run(Tools {
+            config,
+            secrets,
+            store,
+            cdn,
+            clock,
+            metrics,
+        })
+        .await
     })
 }
 

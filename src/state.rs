@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::cache::ManifestCache;
+use crate::cdn::Cdn;
 use crate::clock::Clock;
 use crate::config::{Config, Secrets};
 use crate::metrics::Metrics;
@@ -46,6 +47,9 @@ pub struct App {
     probing: AtomicBool,
     /// The versions and channels the store holds, listed in the background.
     pub known_versions: KnownVersions,
+    /// The CDN in front (`[cdn]`): purged after changes (rollback, policy), and the labels
+    /// feed answers carry for it.
+    pub cdn: Option<Cdn>,
 }
 
 impl App {
@@ -80,6 +84,7 @@ impl App {
         if let Some(price) = config.cost.egress_per_gib {
             metrics.export_egress_cost(price)?;
         }
+        let cdn = Cdn::from_config(&config, &secrets, clock.clone(), metrics.clone())?;
         let known_versions = KnownVersions::new(
             origins.clone(),
             clock.clone(),
@@ -97,6 +102,7 @@ impl App {
             clock,
             probing: AtomicBool::new(false),
             known_versions,
+            cdn,
         })))
     }
 

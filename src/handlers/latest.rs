@@ -10,6 +10,7 @@ use crate::error::AppError;
 use crate::feeds;
 use crate::release::channel::Channel;
 use crate::release::platform::{Format, Hints, detect};
+use crate::response::feed::label_for_cdn;
 use crate::state::AppState;
 
 /// What a cacheable (URL-only) answer may be shared for.
@@ -98,7 +99,7 @@ async fn redirect(
     };
     let location = HeaderValue::from_str(&file.url)
         .map_err(|e| AppError::Internal(format!("unencodable download URL: {e}")))?;
-    Ok((
+    let response = (
         StatusCode::FOUND,
         [
             (header::LOCATION, location),
@@ -113,5 +114,6 @@ async fn redirect(
             ),
         ],
     )
-        .into_response())
+        .into_response();
+    Ok(label_for_cdn(response, app.cdn.as_ref(), &channel))
 }

@@ -17,7 +17,7 @@ use crate::release::channel::Channel;
 use crate::release::electron::ChannelFile;
 use crate::release::parse_version;
 use crate::release::platform::{Arch, DetectError, Platform};
-use crate::response::feed::{FeedBody, FeedCaching, feed_response};
+use crate::response::feed::{FeedBody, FeedCaching, feed_response, label_for_cdn};
 use crate::state::{App, AppState};
 
 const YAML: &str = "application/yaml";
@@ -138,13 +138,12 @@ pub async fn check(
             None
         }
     };
-    Ok(from_cache(feed_response(
-        &headers,
-        body,
-        JSON,
-        &app.cache_policy,
-        caching,
-    )))
+    let response = feed_response(&headers, body, JSON, &app.cache_policy, caching);
+    Ok(label_for_cdn(
+        from_cache(response),
+        app.cdn.as_ref(),
+        &check.channel,
+    ))
 }
 
 /// `GET /update/{p}/{a}/{v}/{file}`: electron-updater's channel file (`latest-mac.yml`,
@@ -173,13 +172,18 @@ pub async fn feed_file(
             bytes: found.rendered.clone(),
             etag: found.etag.clone(),
         };
-        return Ok(from_cache(feed_response(
+        let response = feed_response(
             &headers,
             Some(body),
             TEXT,
             &app.cache_policy,
             FeedCaching::Shared,
-        )));
+        );
+        return Ok(label_for_cdn(
+            from_cache(response),
+            app.cdn.as_ref(),
+            &channel,
+        ));
     }
     let Some(channel_file) = ChannelFile::parse(&file) else {
         return Err(AppError::NotFound(format!(
@@ -216,13 +220,18 @@ async fn channel_file_response(
         bytes: found.rendered.clone(),
         etag: found.etag.clone(),
     };
-    Ok(from_cache(feed_response(
+    let response = feed_response(
         headers,
         Some(body),
         YAML,
         &app.cache_policy,
         FeedCaching::Shared,
-    )))
+    );
+    Ok(label_for_cdn(
+        from_cache(response),
+        app.cdn.as_ref(),
+        &file.channel,
+    ))
 }
 
 /// The rollout identity, first to last (SPEC §2.3): `?id=`, `X-Client-Id`,

@@ -274,20 +274,29 @@ impl FsStore {
 
     /// The names of the objects directly under `prefix` (a directory), sorted.
     pub(super) async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.list_entries(prefix, false).await
+        Ok(names(self.list_entries(prefix, false).await?))
     }
 
     /// Names of the directories directly under `prefix`.
     pub(super) async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.list_entries(prefix, true).await
+        Ok(names(self.list_entries(prefix, true).await?))
     }
 
-    /// Names of the files (or, with `dirs`, the directories) directly under `prefix`,
-    /// sorted; none when `prefix` does not exist.
-    async fn list_entries(&self, prefix: &str, dirs: bool) -> Result<Vec<String>, StoreError> {
+    /// The files directly under `prefix` with their sizes (for `mirror` and `status`).
+    pub(super) async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.list_entries(prefix, false).await
+    }
+
+    /// Names and sizes of the files (or, with `dirs`, names of the directories, size 0)
+    /// directly under `prefix`, sorted; none when `prefix` does not exist.
+    async fn list_entries(
+        &self,
+        prefix: &str,
+        dirs: bool,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
         let root = Arc::clone(&self.root);
         let dir = prefix.trim_end_matches('/').to_owned();
-        let result = tokio::task::spawn_blocking(move || -> io::Result<Vec<String>> {
+        let result = tokio::task::spawn_blocking(move || -> io::Result<Vec<(String, u64)>> {
             let entries = match root.read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -299,7 +308,8 @@ impl FsStore {
                 let kind = entry.file_type()?;
                 let wanted = if dirs { kind.is_dir() } else { kind.is_file() };
                 if wanted && let Ok(name) = entry.file_name().into_string() {
-                    names.push(name);
+                    let size = if dirs { 0 } else { entry.metadata()?.len() };
+                    names.push((name, size));
                 }
             }
             names.sort();
@@ -359,6 +369,11 @@ async fn hash_source(source: FsSource) -> io::Result<Arc<str>> {
 fn etag_of(hash: blake3::Hash) -> Arc<str> {
     let hex = hash.to_hex();
     Arc::from(&hex.as_str()[..32])
+}
+
+/// The names of a listing.
+fn names(entries: Vec<(String, u64)>) -> Vec<String> {
+    entries.into_iter().map(|(name, _)| name).collect()
 }
 
 fn join_error(err: tokio::task::JoinError) -> StoreError {

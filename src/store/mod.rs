@@ -301,6 +301,20 @@ impl Store {
         }
     }
 
+    /// The objects directly under the directory `prefix`, with their sizes (a listing: no
+    /// object is opened or read).
+    pub async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let list = async {
+            match &self.backend {
+                Backend::Fs(store) => store.list_sizes(prefix).await,
+                Backend::S3(store) => store.list_sizes(prefix).await,
+            }
+        };
+        tokio::time::timeout(self.timeout, list)
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))?
+    }
+
     /// Every release version in the store (`releases/v{version}/`), oldest first in semver
     /// order. Directories whose name is not `v` and a semver version are left out.
     pub async fn list_versions(&self) -> Result<Vec<semver::Version>, StoreError> {

@@ -2,6 +2,8 @@
 //! and over real TCP (and with real clients) where streaming, timeouts and shutdown matter.
 
 mod cdn;
+mod cdn_purge;
+mod cdn_standin;
 mod clients;
 mod config_cli;
 mod electron_updater;
@@ -9,6 +11,7 @@ mod fallback;
 mod feeds;
 mod github;
 mod github_standin;
+mod mirror;
 mod prometheus;
 mod publish;
 mod releases;
