@@ -8,7 +8,6 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -17,23 +16,11 @@ use cap_std::fs::Dir;
 use moka::future::Cache;
 
 use super::ByteRange;
-use super::pool::{BufferPool, CLASSES};
+use super::pool::BufferPool;
 use super::{ByteStream, Object, ObjectKey, ObjectMeta, ObjectSource, ObjectTtl, StoreError};
 
 /// Files up to this size are read whole when opened: one blocking hop serves the request.
 const SMALL_FILE: u64 = 64 * 1024;
-
-/// Smallest read while streaming: what each of many concurrent downloads reads at a time
-/// (hyper holds about one chunk per connection, so 200 clients hold about 12 MiB).
-const MIN_CHUNK: usize = 64 * 1024;
-
-/// Largest read while streaming: few downloads read this much per blocking-pool hop, which
-/// takes the hop and the system call off most of each byte's cost.
-const MAX_CHUNK: usize = 1024 * 1024;
-
-/// Bytes of file data all streams together aim to hold in flight: the chunk of each is this
-/// divided among the streams running, between [`MIN_CHUNK`] and [`MAX_CHUNK`].
-const STREAM_BUDGET: usize = 16 * 1024 * 1024;
 
 /// How much an open file handle counts against the cache of opened objects: bounds the
 /// file descriptors held open (at most 128 when the cache holds handles only).
@@ -90,8 +77,6 @@ pub struct FsStore {
     /// larger ones as an open file handle, so a download or a range of an artifact costs no
     /// open and no stat. Bounded by weight: bytes, and [`HANDLE_WEIGHT`] per handle.
     opened: Cache<ObjectKey, (Object, Instant)>,
-    /// File streams running now, for the size of their reads.
-    streams: Arc<AtomicUsize>,
     /// Their read buffers, recycled.
     pool: BufferPool,
     ttl: ObjectTtl,
@@ -114,7 +99,6 @@ enum FsSource {
 #[derive(Clone)]
 pub(super) struct FsFile {
     file: Arc<std::fs::File>,
-    streams: Arc<AtomicUsize>,
     pool: BufferPool,
 }
 
@@ -140,7 +124,6 @@ impl FsStore {
                 })
                 .expire_after(ttl.clone())
                 .build(),
-            streams: Arc::new(AtomicUsize::new(0)),
             pool: BufferPool::default(),
             ttl,
         })
@@ -193,7 +176,6 @@ impl FsStore {
                 FsSource::Memory(bytes) => ObjectSource::Memory(bytes),
                 FsSource::File(file) => ObjectSource::Fs(FsFile {
                     file,
-                    streams: Arc::clone(&self.streams),
                     pool: self.pool.clone(),
                 }),
             },
@@ -384,27 +366,27 @@ fn join_error(err: tokio::task::JoinError) -> StoreError {
 }
 
 impl FsFile {
-    /// Streams `range` in chunks read on the blocking pool (see [`chunk_len`]). A file that
-    /// shrank under us ends the stream with an error, never with short data.
+    /// Streams `range` in chunks read on the blocking pool into pooled buffers, growing from
+    /// 64 KiB to 1 MiB while the pool's budget allows ([`BufferPool::next_chunk`]). A file
+    /// that shrank under us ends the stream with an error, never with short data.
     pub(super) fn read(&self, range: ByteRange) -> ByteStream {
         let end = range.end + 1;
-        let running = StreamCount::start(&self.streams);
         let pool = self.pool.clone();
         Box::pin(futures_util::stream::try_unfold(
-            (Arc::clone(&self.file), range.start, running),
-            move |(file, pos, running)| {
+            (Arc::clone(&self.file), range.start, 0usize),
+            move |(file, pos, last)| {
                 let pool = pool.clone();
                 async move {
                     if pos >= end {
                         return Ok(None);
                     }
-                    let len = (end - pos).min(running.chunk_len() as u64) as usize;
+                    let len = (end - pos).min(pool.next_chunk(last) as u64) as usize;
                     let reader = Arc::clone(&file);
                     let chunk =
                         tokio::task::spawn_blocking(move || pool.read_at(&reader, pos, len))
                             .await
                             .map_err(io::Error::other)??;
-                    Ok(Some((chunk, (file, pos + len as u64, running))))
+                    Ok(Some((chunk, (file, pos + len as u64, len))))
                 }
             },
         ))
@@ -429,37 +411,6 @@ fn read_at(file: &std::fs::File, pos: u64, len: usize) -> io::Result<Bytes> {
     // The allocation may be larger than asked: a read may have gone past the range.
     buf.truncate(len);
     Ok(Bytes::from(buf))
-}
-
-/// One running file stream, counted while it lives.
-struct StreamCount(Arc<AtomicUsize>);
-
-impl StreamCount {
-    fn start(streams: &Arc<AtomicUsize>) -> Self {
-        streams.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(streams))
-    }
-
-    /// How much to read next: the budget shared by the streams running, within bounds. A
-    /// few fast downloads read a megabyte per hop; two hundred read 64 KiB each, so memory
-    /// stays bounded whatever the number of clients.
-    fn chunk_len(&self) -> usize {
-        let running = self.0.load(Ordering::Relaxed).max(1);
-        let share = (STREAM_BUDGET / running).clamp(MIN_CHUNK, MAX_CHUNK);
-        // A size of the buffer pool's, so that a full read fills its buffer exactly.
-        CLASSES
-            .iter()
-            .rev()
-            .copied()
-            .find(|&class| class <= share)
-            .unwrap_or(MIN_CHUNK)
-    }
-}
-
-impl Drop for StreamCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]

@@ -8,13 +8,14 @@
 //! allocation.
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
 /// Buffer sizes, powers of two from 4 KiB to 1 MiB: a read takes the smallest that holds
 /// it, so at most about as much again is read and dropped (the tail of a range).
-pub const CLASSES: [usize; 9] = [
+const CLASSES: [usize; 9] = [
     4 << 10,
     8 << 10,
     16 << 10,
@@ -27,15 +28,42 @@ pub const CLASSES: [usize; 9] = [
 ];
 
 /// Most bytes of idle buffers kept per size class.
-const POOL_BYTES: usize = 4 << 20;
+const POOL_BYTES: usize = 2 << 20;
+
+/// The first read of a stream, and every read while the streams together hold
+/// [`IN_FLIGHT_BUDGET`]: 200 concurrent downloads hold 64 KiB each.
+pub const MIN_CHUNK: usize = 64 << 10;
+
+/// The largest read: a fast download grows to it, and then costs one blocking-pool hop and
+/// one system call per megabyte.
+const MAX_CHUNK: usize = 1 << 20;
+
+/// Bytes lent out to connections, all streams together, beyond which no stream's reads
+/// grow: the memory of file streams stays near this, or 64 KiB per stream when more.
+const IN_FLIGHT_BUDGET: usize = 16 << 20;
 
 /// The pool. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct BufferPool {
     classes: Arc<[Mutex<Vec<Vec<u8>>>; CLASSES.len()]>,
+    /// Bytes of pooled buffers lent out now.
+    lent: Arc<AtomicUsize>,
 }
 
 impl BufferPool {
+    /// The size of a stream's next read after one of `last` bytes (0: none yet): it starts
+    /// at [`MIN_CHUNK`] and doubles while the bytes lent out, all streams together, stay
+    /// within [`IN_FLIGHT_BUDGET`] (slow start, as TCP's: a burst of new downloads does not
+    /// each begin with a megabyte).
+    pub fn next_chunk(&self, last: usize) -> usize {
+        let grown = (last * 2).clamp(MIN_CHUNK, MAX_CHUNK);
+        if self.lent.load(Ordering::Relaxed) + grown <= IN_FLIGHT_BUDGET {
+            grown
+        } else {
+            MIN_CHUNK
+        }
+    }
+
     /// Exactly `len` bytes of `file` at `pos`, read with `pread` straight into a pooled
     /// buffer's spare capacity (no zero-filling). A file that ends before is an error. At
     /// most one buffer's size beyond `len` is read and dropped.
@@ -53,11 +81,14 @@ impl BufferPool {
         }
         buf.truncate(len);
         Ok(match class {
-            Some(class) => Bytes::from_owner(Pooled {
-                buf,
-                class,
-                pool: self.clone(),
-            }),
+            Some(class) => {
+                self.lent.fetch_add(CLASSES[class], Ordering::Relaxed);
+                Bytes::from_owner(Pooled {
+                    buf,
+                    class,
+                    pool: self.clone(),
+                })
+            }
             None => Bytes::from(buf),
         })
     }
@@ -77,6 +108,7 @@ impl BufferPool {
     }
 
     fn give(&self, class: usize, mut buf: Vec<u8>) {
+        self.lent.fetch_sub(CLASSES[class], Ordering::Relaxed);
         buf.clear();
         if let Ok(mut free) = self.classes[class].lock()
             && (free.len() + 1) * CLASSES[class] <= POOL_BYTES
@@ -129,5 +161,16 @@ mod tests {
         // Larger than any class: read all the same, not pooled.
         let big = pool.read_at(&file, 0, 1_300_000).unwrap();
         assert_eq!(&big[..], &data[..]);
+    }
+
+    #[test]
+    fn reads_grow_while_the_budget_allows() {
+        let pool = BufferPool::default();
+        assert_eq!(pool.next_chunk(0), MIN_CHUNK);
+        assert_eq!(pool.next_chunk(MIN_CHUNK), 2 * MIN_CHUNK);
+        assert_eq!(pool.next_chunk(MAX_CHUNK), MAX_CHUNK);
+        // With the budget lent out, every stream reads the minimum.
+        pool.lent.store(IN_FLIGHT_BUDGET, Ordering::Relaxed);
+        assert_eq!(pool.next_chunk(MAX_CHUNK), MIN_CHUNK);
     }
 }
