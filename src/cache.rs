@@ -31,9 +31,11 @@ use crate::config::CacheConfig;
 use crate::metrics::Metrics;
 use crate::origin::{Found, OriginError, OriginName, Origins};
 use crate::release::electron::{ChannelFile, ElectronManifest};
+use crate::release::policy::ChannelPolicy;
 use crate::release::squirrel::SquirrelReleases;
 use crate::release::tauri::TauriManifest;
 use crate::store::ObjectKey;
+use crate::store::key::KeyKind;
 
 /// Total weight (about the bytes held) of the cache.
 const MAX_WEIGHT: u64 = 64 * 1024 * 1024;
@@ -56,12 +58,23 @@ pub enum Manifest {
     Squirrel(Arc<SquirrelReleases>),
     /// A signature (`.sig`), trimmed.
     Signature(Arc<str>),
+    /// A channel's release policy (`policy/{channel}.json`), parsed once per version of it.
+    Policy(Arc<ChannelPolicy>),
 }
 
 impl Manifest {
     /// Parses `bytes` by the kind of file `key` names; `None` when it does not parse.
     fn parse(key: &ObjectKey, bytes: &[u8], public_url: &str) -> Option<Self> {
         let name = key.file_name();
+        if key.kind() == KeyKind::Policy {
+            return match ChannelPolicy::parse(bytes) {
+                Ok(policy) => Some(Manifest::Policy(Arc::new(policy))),
+                Err(err) => {
+                    tracing::warn!(key = %key, error = %err, "policy document does not parse; the channel is served without one");
+                    None
+                }
+            };
+        }
         if name.ends_with(".yml") {
             let file = ChannelFile::parse(name)?;
             match ElectronManifest::parse(bytes, &file, public_url) {
@@ -327,6 +340,21 @@ impl ManifestCache {
     /// Drops every entry.
     pub fn purge(&self) {
         self.inner.entries.invalidate_all();
+    }
+
+    /// Drops the entry of `key` (a release manager's change: this node shows it at once).
+    pub async fn invalidate(&self, key: &ObjectKey) {
+        self.inner.entries.invalidate(key).await;
+    }
+
+    /// What is cached for `key` now, without asking an origin or counting a lookup; `None`
+    /// when nothing is (for gauges read at scrape time).
+    pub async fn peek(&self, key: &ObjectKey) -> Option<Found<Manifest>> {
+        self.inner
+            .entries
+            .get(key)
+            .await
+            .map(|entry| entry.answer())
     }
 
     /// Waits until no background revalidation is running (tests, and anyone who changed

@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod middleware;
 pub mod origin;
+pub mod policy;
 pub mod publish;
 pub mod release;
 pub mod response;

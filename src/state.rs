@@ -10,6 +10,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Secrets};
 use crate::metrics::Metrics;
 use crate::origin::{OriginError, Origins};
+use crate::policy::Policies;
 use crate::store::key::CachePolicy;
 use crate::versions::KnownVersions;
 
@@ -46,6 +47,8 @@ pub struct App {
     probing: AtomicBool,
     /// The versions and channels the store holds, listed in the background.
     pub known_versions: KnownVersions,
+    /// The channels' release policies as the feeds apply them (views per channel file).
+    pub policies: Policies,
 }
 
 impl App {
@@ -97,6 +100,7 @@ impl App {
             clock,
             probing: AtomicBool::new(false),
             known_versions,
+            policies: Policies::default(),
         })))
     }
 
