@@ -2,6 +2,7 @@
 //! serving artifacts, update feeds and download links.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cache;
 pub mod clock;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod error;
 pub mod feeds;
 pub mod handlers;
 pub mod http;
+pub mod manage;
 pub mod metrics;
 pub mod middleware;
 pub mod origin;

@@ -1,9 +1,10 @@
 //! Every route of the server, in one place.
 
 use axum::Router;
-use axum::routing::get;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
 
-use crate::handlers::{self, health, latest, releases, update};
+use crate::handlers::{self, admin, health, latest, releases, update};
 use crate::middleware;
 use crate::state::AppState;
 
@@ -24,6 +25,13 @@ pub fn build(state: AppState) -> Router {
             get(update::feed_file),
         )
         .fallback(handlers::not_found);
+    // The admin API is here unless it has its own listener; without tokens it is off (its
+    // paths are unmatched: 404).
+    let api = if state.config.admin_listen.is_none() {
+        api.merge(admin_routes(&state))
+    } else {
+        api
+    };
     let api = middleware::apply(api, state.clone());
 
     // Health checks sit outside the heavy layers: probes every second must stay cheap.
@@ -34,6 +42,37 @@ pub fn build(state: AppState) -> Router {
         ops = ops.route("/metrics", get(health::metrics));
     }
     ops.merge(api)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(state)
+}
+
+/// The admin API's routes (SPEC §2.4), behind the token check; none without tokens.
+fn admin_routes(state: &AppState) -> Router<AppState> {
+    if state.admin_tokens.is_empty() {
+        return Router::new();
+    }
+    Router::new()
+        .route("/admin/releases", get(admin::releases))
+        .route("/admin/cache/purge", post(admin::purge))
+        .route("/admin/rollback", post(admin::rollback))
+        .route(
+            "/admin/channels/{channel}/policy",
+            get(admin::get_policy).put(admin::put_policy),
+        )
+        .route("/admin/channels/{channel}/halt", post(admin::halt))
+        .route("/admin/channels/{channel}/resume", post(admin::resume))
+        .route("/admin/channels/{channel}/rollout", post(admin::rollout))
+        .route("/admin/versions/{version}/yank", post(admin::yank))
+        .route("/admin/versions/{version}/unyank", post(admin::unyank))
+        .route("/admin/audit", get(admin::audit))
+        .route_layer(from_fn_with_state(state.clone(), admin::authorize))
+}
+
+/// The router of the separate admin listener (`admin_listen`).
+pub fn admin(state: AppState) -> Router {
+    let routes = admin_routes(&state).fallback(handlers::not_found);
+    middleware::apply(routes, state.clone())
+        .route("/healthz", get(health::healthz))
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)
 }

@@ -33,13 +33,18 @@ pub struct Server {
     state: AppState,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    admin_listener: Option<TcpListener>,
 }
 
 impl Server {
-    /// Binds `listen` (and `metrics_listen` when set).
+    /// Binds `listen` (and `metrics_listen`, `admin_listen` when set).
     pub async fn bind(state: AppState) -> io::Result<Self> {
         let listener = TcpListener::bind(state.config.listen).await?;
         let metrics_listener = match state.config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let admin_listener = match state.config.admin_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
@@ -47,6 +52,7 @@ impl Server {
             state,
             listener,
             metrics_listener,
+            admin_listener,
         })
     }
 
@@ -62,12 +68,20 @@ impl Server {
             .and_then(|l| l.local_addr().ok())
     }
 
+    /// The bound admin address, if any.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and waits for in-flight
     /// requests for up to `server.shutdown_grace` before returning.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let settings = self.state.config.server.clone();
         let public = router::build(self.state.clone());
         let metrics = router::metrics(self.state.clone());
+        let admin = router::admin(self.state.clone());
         let builder = connection_builder(&settings);
         let graceful = GracefulShutdown::new();
         // Connection tasks live in this set, so that when the grace period is over they are
@@ -80,6 +94,9 @@ impl Server {
                 accepted = self.listener.accept() => accepted.map(|c| (c, &public)),
                 accepted = accept_optional(self.metrics_listener.as_ref()) => {
                     accepted.map(|c| (c, &metrics))
+                }
+                accepted = accept_optional(self.admin_listener.as_ref()) => {
+                    accepted.map(|c| (c, &admin))
                 }
                 () = &mut shutdown => break,
             };
@@ -103,6 +120,7 @@ impl Server {
 
         drop(self.listener);
         drop(self.metrics_listener);
+        drop(self.admin_listener);
         tracing::info!(
             grace = ?settings.shutdown_grace,
             "shutting down: no new connections, draining in-flight requests"

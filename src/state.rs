@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::auth::{AdminTokens, FailureLimiter};
 use crate::cache::ManifestCache;
 use crate::clock::Clock;
 use crate::config::{Config, Secrets};
@@ -49,6 +50,10 @@ pub struct App {
     pub known_versions: KnownVersions,
     /// The channels' release policies as the feeds apply them (views per channel file).
     pub policies: Policies,
+    /// The admin API's tokens (none: the API is off).
+    pub admin_tokens: AdminTokens,
+    /// The slowdown of addresses that present wrong admin tokens.
+    pub admin_failures: FailureLimiter,
 }
 
 impl App {
@@ -89,6 +94,8 @@ impl App {
             config.cache.manifest_ttl,
             config.store.timeout,
         );
+        let admin_tokens = AdminTokens::new(&secrets.admin_tokens);
+        let admin_failures = FailureLimiter::new(clock.clone());
         Ok(AppState(Arc::new(App {
             cache_policy,
             config,
@@ -101,6 +108,8 @@ impl App {
             probing: AtomicBool::new(false),
             known_versions,
             policies: Policies::default(),
+            admin_tokens,
+            admin_failures,
         })))
     }
 
