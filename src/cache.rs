@@ -17,6 +17,8 @@
 //! - Time is the injected [`Clock`]'s, so tests move it instead of sleeping, and
 //!   [`ManifestCache::settled`] tells them when background revalidations are done.
 //! - Memory is bounded by weight (bytes), not entry count.
+//! - A channel's release policy (`policy/{channel}.json`) is held here too; a channel
+//!   without one holds the default policy, fresh and revalidated like a found manifest.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -424,6 +426,16 @@ impl Inner {
             Some((manifest, weight.max(256)))
         }))
         .await?;
+        // No policy document is a policy too (the default, which changes nothing): cached and
+        // revalidated behind the answers like a found one, so that a channel without a policy
+        // costs no store read on the request path, not even every few seconds.
+        let found = match found {
+            Found::No if key.kind() == KeyKind::Policy => Found::Yes(
+                (Manifest::Policy(Arc::new(ChannelPolicy::default())), 256),
+                OriginName::Store,
+            ),
+            other => other,
+        };
         Ok(Cached::from_found(found))
     }
 }
