@@ -678,7 +678,11 @@ async fn manifests_are_revalidated_after_the_ttl() {
     );
     // ...and the revalidated one follows.
     state.manifests.settled().await;
-    assert_eq!(state.manifests.loads(), 4, "both revalidated behind the answer");
+    assert_eq!(
+        state.manifests.loads(),
+        4,
+        "both revalidated behind the answer"
+    );
     assert_eq!(version(get(&router, path, &[]).await), "1.2.0");
 }
 

@@ -8,6 +8,7 @@ mod fallback;
 mod feeds;
 mod github;
 mod github_standin;
+mod policy;
 mod prometheus;
 mod publish;
 mod releases;
