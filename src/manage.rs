@@ -9,6 +9,8 @@
 //! again when another writer came between. Nothing is written when a check refuses.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -200,10 +202,13 @@ impl Holdings {
     }
 }
 
-/// The release manager, over one store.
+/// The release manager, over one store. Cheap to clone; clones share the audit clock.
 #[derive(Clone)]
 pub struct Manager {
     store: Store,
+    /// The millisecond of the last audit entry this process named: names stay in the order
+    /// of the changes even within one millisecond (or on a clock that stands still).
+    last_entry: Arc<AtomicU64>,
 }
 
 fn parse_channel(name: &str) -> Result<Channel, ManageError> {
@@ -218,7 +223,10 @@ pub fn parse_named_version(text: &str) -> Result<Version, ManageError> {
 impl Manager {
     /// The manager of `store`.
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            last_entry: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// A channel's policy and its ETag, read from the store now.
@@ -493,10 +501,24 @@ impl Manager {
         at: SystemTime,
         mut entry: serde_json::Value,
     ) -> Result<(), ManageError> {
-        let millis = at
+        let now = at
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        // Later than every entry this process named before, so that names sort as the
+        // changes happened.
+        let mut last = self.last_entry.load(Ordering::Acquire);
+        let millis = loop {
+            let next = now.max(last.saturating_add(1));
+            match self.last_entry.compare_exchange_weak(
+                last,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break next,
+                Err(seen) => last = seen,
+            }
+        };
         entry["at"] = json!(humantime::format_rfc3339_millis(at).to_string());
         entry["who"] = json!(who.0);
         entry["action"] = json!(action);

@@ -9,6 +9,7 @@ use crate::auth::{AdminTokens, FailureLimiter};
 use crate::cache::ManifestCache;
 use crate::clock::Clock;
 use crate::config::{Config, Secrets};
+use crate::manage::Manager;
 use crate::metrics::Metrics;
 use crate::origin::{OriginError, Origins};
 use crate::policy::Policies;
@@ -54,6 +55,8 @@ pub struct App {
     pub admin_tokens: AdminTokens,
     /// The slowdown of addresses that present wrong admin tokens.
     pub admin_failures: FailureLimiter,
+    /// The release manager's operations on the store (none without a store).
+    pub manager: Option<Manager>,
 }
 
 impl App {
@@ -96,6 +99,7 @@ impl App {
         );
         let admin_tokens = AdminTokens::new(&secrets.admin_tokens);
         let admin_failures = FailureLimiter::new(clock.clone());
+        let manager = origins.store().cloned().map(Manager::new);
         Ok(AppState(Arc::new(App {
             cache_policy,
             config,
@@ -110,6 +114,7 @@ impl App {
             policies: Policies::default(),
             admin_tokens,
             admin_failures,
+            manager,
         })))
     }
 

@@ -63,16 +63,11 @@ pub async fn authorize(State(app): State<AppState>, mut req: Request, next: Next
 
 /// The store the manager changes.
 fn manager(app: &App) -> Result<Manager, AppError> {
-    app.origins
-        .store()
-        .cloned()
-        .map(Manager::new)
-        .ok_or_else(|| AppError::Refused {
-            status: StatusCode::CONFLICT,
-            code: "no_store",
-            message: "the admin API changes the store, and store.kind is \"none\" (GitHub only)"
-                .into(),
-        })
+    app.manager.clone().ok_or_else(|| AppError::Refused {
+        status: StatusCode::CONFLICT,
+        code: "no_store",
+        message: "the admin API changes the store, and store.kind is \"none\" (GitHub only)".into(),
+    })
 }
 
 fn channel(name: &str) -> Result<Channel, AppError> {

@@ -112,6 +112,21 @@ struct Document {
     notes: BTreeMap<String, String>,
 }
 
+/// A serde error as a [`PolicyError`]: a bad percentage keeps its own kind (and message).
+fn shape_error(err: serde_json::Error) -> PolicyError {
+    let text = err.to_string();
+    if text.starts_with("percentage must be") {
+        // "... got 101 at line 1 column 30": the value, without serde's position.
+        let value = text
+            .split_once(", got ")
+            .map_or(text.as_str(), |(_, rest)| rest);
+        let value = value.split(" at line ").next().unwrap_or(value);
+        PolicyError::Percentage(value.to_owned())
+    } else {
+        PolicyError::Shape(text)
+    }
+}
+
 fn version(text: &str) -> Result<Version, PolicyError> {
     parse_version(text).ok_or_else(|| PolicyError::Version(text.chars().take(80).collect()))
 }
@@ -134,21 +149,13 @@ impl ChannelPolicy {
         if bytes.len() > MAX_POLICY_BYTES {
             return Err(PolicyError::TooLarge);
         }
-        let doc: Document = serde_json::from_slice(bytes).map_err(|e| {
-            // The percentage's own message is clearer than serde's wrapping of it.
-            let text = e.to_string();
-            match text.strip_prefix("percentage must be") {
-                Some(_) => PolicyError::Percentage(text),
-                None => PolicyError::Shape(text),
-            }
-        })?;
+        let doc: Document = serde_json::from_slice(bytes).map_err(shape_error)?;
         Self::from_document(doc)
     }
 
     /// Parses a document already decoded as JSON (the admin API's body).
     pub fn from_json(value: serde_json::Value) -> Result<Self, PolicyError> {
-        let doc: Document =
-            serde_json::from_value(value).map_err(|e| PolicyError::Shape(e.to_string()))?;
+        let doc: Document = serde_json::from_value(value).map_err(shape_error)?;
         Self::from_document(doc)
     }
 

@@ -1,6 +1,7 @@
 //! The integration suite: one binary that drives the real router, in-process for most cases
 //! and over real TCP (and with real clients) where streaming, timeouts and shutdown matter.
 
+mod admin;
 mod clients;
 mod config_cli;
 mod electron_updater;
