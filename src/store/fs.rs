@@ -443,6 +443,7 @@ fn read_file_range(file: Arc<std::fs::File>, range: ByteRange) -> ByteStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Conditional, Precondition};
     use futures_util::TryStreamExt;
 
     fn no_reuse() -> ObjectTtl {
@@ -577,5 +578,73 @@ mod tests {
                 Ok(_) => panic!("{path}: opened"),
             }
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conditional_writes_compare_and_swap() {
+        let (dir, store) = store_with(&[]);
+        let key = key("policy/latest.json");
+        let put = |bytes: &'static [u8], precondition| {
+            store.put_if(&key, Bytes::from_static(bytes), precondition)
+        };
+        let Conditional::Written { etag: first } = put(b"one", Precondition::Absent).await.unwrap()
+        else {
+            panic!("created");
+        };
+        assert_eq!(
+            put(b"two", Precondition::Absent).await.unwrap(),
+            Conditional::Failed {
+                current: Some(first.clone())
+            }
+        );
+        assert_eq!(
+            put(b"two", Precondition::Matches("\"other\"".into()))
+                .await
+                .unwrap(),
+            Conditional::Failed {
+                current: Some(first.clone())
+            }
+        );
+        let Conditional::Written { etag: second } =
+            put(b"two", Precondition::Matches(first.clone()))
+                .await
+                .unwrap()
+        else {
+            panic!("replaced");
+        };
+        assert_eq!(
+            std::fs::read(dir.path().join("policy/latest.json")).unwrap(),
+            b"two"
+        );
+        assert_eq!(
+            store.open(&key).await.unwrap().meta.etag,
+            second,
+            "the ETag reads give"
+        );
+        // Many writers with the same precondition, from two stores on one directory (two
+        // processes): exactly one wins.
+        let other = FsStore::new(dir.path(), no_reuse()).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..16u8 {
+            let (store, key, etag) = (
+                FsStore::new(dir.path(), no_reuse()).unwrap(),
+                key.clone(),
+                second.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                store
+                    .put_if(&key, Bytes::from(vec![i; 10]), Precondition::Matches(etag))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut won = 0;
+        for task in tasks {
+            if matches!(task.await.unwrap(), Conditional::Written { .. }) {
+                won += 1;
+            }
+        }
+        assert_eq!(won, 1, "exactly one writer wins");
+        assert!(other.open(&key).await.is_ok());
     }
 }
