@@ -627,7 +627,7 @@ impl Manager {
             .list(&format!("{RELEASES_PREFIX}/latest"))
             .await?
         {
-            if !ChannelFile::parse(&name).is_some_and(|f| &f.channel == channel) {
+            if ChannelFile::parse(&name).is_none_or(|f| &f.channel != channel) {
                 continue;
             }
             let key = ObjectKey::from_trusted(format!("{RELEASES_PREFIX}/latest/{name}"))

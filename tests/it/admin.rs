@@ -541,15 +541,17 @@ async fn refusals_say_why_and_write_nothing() {
     let before = policy_files(fx.root());
     assert_eq!(before.len(), 2, "the document and one audit entry");
 
-    let cases: Vec<(
-        &str,
+    // (method, path, body, headers, status, code, a part of the message)
+    type Case<'a> = (
+        &'a str,
         String,
         Option<Value>,
-        Vec<(&str, &str)>,
+        Vec<(&'a str, &'a str)>,
         u16,
-        &str,
-        &str,
-    )> = vec![
+        &'a str,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/admin/versions/9.9.9/yank".into(),
