@@ -220,6 +220,20 @@ pub fn parse_named_version(text: &str) -> Result<Version, ManageError> {
     parse_version(text).ok_or_else(|| ManageError::Version(text.chars().take(80).collect()))
 }
 
+/// A version named by the manager and the channel it is named in: `channel`, else the
+/// version's own (`1.2.0-beta.1` → `beta`).
+fn version_and_channel(
+    version: &str,
+    channel: Option<&str>,
+) -> Result<(Version, Channel), ManageError> {
+    let version = parse_named_version(version)?;
+    let channel = match channel {
+        Some(name) => parse_channel(name)?,
+        None => channel_of(&version),
+    };
+    Ok((version, channel))
+}
+
 impl Manager {
     /// The manager of `store`.
     pub fn new(store: Store) -> Self {
@@ -348,11 +362,7 @@ impl Manager {
         who: &Actor,
         at: SystemTime,
     ) -> Result<Change, ManageError> {
-        let version = parse_named_version(version)?;
-        let channel = match channel {
-            Some(name) => parse_channel(name)?,
-            None => channel_of(&version),
-        };
+        let (version, channel) = version_and_channel(version, channel)?;
         let reason = reason.trim();
         if reason.is_empty() {
             return Err(ManageError::NoReason);
@@ -373,11 +383,7 @@ impl Manager {
         who: &Actor,
         at: SystemTime,
     ) -> Result<Change, ManageError> {
-        let version = parse_named_version(version)?;
-        let channel = match channel {
-            Some(name) => parse_channel(name)?,
-            None => channel_of(&version),
-        };
+        let (version, channel) = version_and_channel(version, channel)?;
         let detail = json!({ "version": version.to_string() });
         self.modify(&channel, "unyank", who, at, Some(detail), |p| {
             match p.yanked.remove(&version) {

@@ -121,6 +121,56 @@ impl SameContent for SquirrelReleases {
     }
 }
 
+/// Manifests of one release.
+trait Released {
+    fn version(&self) -> &Version;
+}
+
+impl Released for ElectronManifest {
+    fn version(&self) -> &Version {
+        &self.version
+    }
+}
+
+impl Released for TauriManifest {
+    fn version(&self) -> &Version {
+        &self.version
+    }
+}
+
+/// The channel's current release and the one before it: the first two of the policy's
+/// [`policy::candidates`] whose own manifest `lookup` finds (`releases/v{version}/...`,
+/// through the manifest cache), the manifest `releases/latest/` serves standing for its own
+/// version.
+async fn current_and_previous<M, F, Fut>(
+    inputs: &Inputs<M>,
+    lookup: F,
+) -> Result<(Option<Arc<M>>, Option<Arc<M>>), AppError>
+where
+    M: Released,
+    F: Fn(&Version) -> Fut,
+    Fut: Future<Output = Result<Option<Arc<M>>, AppError>>,
+{
+    let latest = inputs.latest.version();
+    let mut found = Vec::with_capacity(2);
+    for version in policy::candidates(&inputs.policy, latest, inputs.versions(), WALK_LIMIT) {
+        let manifest = if &version == latest {
+            Some(Arc::clone(&inputs.latest))
+        } else {
+            lookup(&version).await?
+        };
+        // A file that says another version than its folder is not that version's.
+        if let Some(manifest) = manifest.filter(|m| m.version() == &version) {
+            found.push(manifest);
+            if found.len() == 2 {
+                break;
+            }
+        }
+    }
+    let mut found = found.into_iter();
+    Ok((found.next(), found.next()))
+}
+
 /// How a view's inputs compare with the request's.
 enum Freshness {
     /// The very same objects: the view answers.
@@ -451,34 +501,22 @@ impl ElectronView {
         file: &ChannelFile,
         inputs: Inputs<ElectronManifest>,
     ) -> Result<Self, AppError> {
-        let candidates = policy::candidates(
-            &inputs.policy,
-            &inputs.latest.version,
-            inputs.versions(),
-            WALK_LIMIT,
-        );
-        let Inputs { latest, policy, .. } = inputs;
-        let mut found: Vec<Arc<ElectronManifest>> = Vec::with_capacity(2);
-        for version in candidates {
-            let release = if version == latest.version {
-                Some(Arc::clone(&latest))
-            } else {
-                version_channel_file(app, &version, &file.file_name()).await?
-            };
-            if let Some(release) = release.filter(|r| r.version == version) {
-                found.push(release);
-                if found.len() == 2 {
-                    break;
-                }
+        let name = file.file_name();
+        let (current, previous) = current_and_previous(&inputs, |version| {
+            let key = format!("releases/v{version}/{name}");
+            async move {
+                Ok(match optional(app, &ObjectKey::from_trusted(key)?).await? {
+                    Some(Manifest::Electron(release)) => Some(release),
+                    _ => None,
+                })
             }
-        }
-        let mut found = found.into_iter();
-        let current = found
-            .next()
+        })
+        .await?;
+        let Inputs { latest, policy, .. } = inputs;
+        let current = current
             .map(|r| OfferedElectron::new(r, &policy, Which::Current))
             .transpose()?;
-        let previous = found
-            .next()
+        let previous = previous
             .map(|r| OfferedElectron::new(r, &policy, Which::Previous))
             .transpose()?;
         let nothing = edited(
@@ -493,11 +531,6 @@ impl ElectronView {
             nothing,
             json: std::array::from_fn(|_| tokio::sync::OnceCell::new()),
         })
-    }
-
-    /// The current release (newest not yanked), if any.
-    pub fn current_version(&self) -> Option<&Version> {
-        self.current.as_ref().map(|c| &c.release.version)
     }
 
     /// The release `which` names, when the view has it.
@@ -584,21 +617,6 @@ impl ElectronView {
     }
 }
 
-/// `releases/v{version}/{name}` as an electron-builder channel file, when there is one.
-async fn version_channel_file(
-    app: &App,
-    version: &Version,
-    name: &str,
-) -> Result<Option<Arc<ElectronManifest>>, AppError> {
-    let Ok(key) = ObjectKey::from_trusted(format!("releases/v{version}/{name}")) else {
-        return Ok(None);
-    };
-    Ok(match optional(app, &key).await? {
-        Some(Manifest::Electron(release)) => Some(release),
-        _ => None,
-    })
-}
-
 /// A manifest a view may do without: absent when no origin has it, or when the store has
 /// none and GitHub cannot say (SPEC §3: a fallback never makes an answer worse).
 async fn optional(app: &App, key: &ObjectKey) -> Result<Option<Manifest>, AppError> {
@@ -641,40 +659,24 @@ impl TauriView {
         channel: &Channel,
         inputs: Inputs<TauriManifest>,
     ) -> Result<Self, AppError> {
-        let candidates = policy::candidates(
-            &inputs.policy,
-            &inputs.latest.version,
-            inputs.versions(),
-            WALK_LIMIT,
-        );
-        let Inputs { latest, policy, .. } = inputs;
         let name = format!("{channel}.json");
-        let mut found: Vec<Arc<TauriManifest>> = Vec::with_capacity(2);
-        for version in candidates {
-            let manifest = if version == latest.version {
-                Some(Arc::clone(&latest))
-            } else {
-                let key = ObjectKey::from_trusted(format!("releases/v{version}/{name}"))?;
-                match optional(app, &key).await? {
-                    Some(Manifest::Tauri(m)) => Some(m),
+        let (current, previous) = current_and_previous(&inputs, |version| {
+            let key = format!("releases/v{version}/{name}");
+            async move {
+                Ok(match optional(app, &ObjectKey::from_trusted(key)?).await? {
+                    Some(Manifest::Tauri(manifest)) => Some(manifest),
                     _ => None,
-                }
-            };
-            if let Some(manifest) = manifest.filter(|m| m.version == version) {
-                found.push(manifest);
-                if found.len() == 2 {
-                    break;
-                }
+                })
             }
-        }
-        let mut found = found.into_iter();
+        })
+        .await?;
         Ok(Self {
-            policy,
-            current: found.next().map(|m| {
+            policy: inputs.policy,
+            current: current.map(|m| {
                 let label = m.version.to_string();
                 (m, label)
             }),
-            previous: found.next(),
+            previous,
             json: std::array::from_fn(|_| OnceLock::new()),
         })
     }
@@ -797,22 +799,6 @@ impl SquirrelView {
             required: decision.required && update,
         }
     }
-}
-
-/// `/latest` under a policy: the installer of the release the visitor is offered; `None`
-/// when there is none for that format and arch. The flag: the rollout decided it.
-pub async fn latest_installer(
-    app: &App,
-    file: &ChannelFile,
-    latest: Arc<ElectronManifest>,
-    policy: Arc<ChannelPolicy>,
-    format: Format,
-    arch: Option<Arch>,
-    id: impl FnOnce() -> Option<String>,
-) -> Result<(Option<ReleaseFile>, bool), AppError> {
-    let view = app.policies.electron(app, file, latest, policy).await?;
-    let (found, per_client) = view.latest(format, arch, id);
-    Ok((found.cloned(), per_client))
 }
 
 /// Sets `release_edge_channel_rollout_percentage` and `release_edge_channel_halted` for the

@@ -98,6 +98,16 @@ async fn call(
     send(router, req).await
 }
 
+/// `POST path` with `token` and `body`, from no particular address.
+async fn post(
+    router: &axum::Router,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Reply {
+    call(router, "POST", path, token, body, &[], None).await
+}
+
 /// The error code of a JSON error body.
 fn code(reply: &Reply) -> String {
     reply.json()["error"]
@@ -293,16 +303,7 @@ async fn changes_are_written_audited_counted_and_shown_at_once() {
     };
     assert_eq!(served(get(&router, feed, &[]).await), "1.1.0");
 
-    let halt = call(
-        &router,
-        "POST",
-        "/admin/channels/latest/halt",
-        alice,
-        None,
-        &[],
-        None,
-    )
-    .await;
+    let halt = post(&router, "/admin/channels/latest/halt", alice, None).await;
     assert_eq!(halt.status, 200, "{}", text(&halt));
     let body = halt.json();
     assert_eq!(
@@ -324,51 +325,27 @@ async fn changes_are_written_audited_counted_and_shown_at_once() {
     );
     assert_eq!(served(get(&router, feed, &[]).await), "1.0.0");
     // Halting again changes nothing, writes nothing.
-    let again = call(
-        &router,
-        "POST",
-        "/admin/channels/latest/halt",
-        alice,
-        None,
-        &[],
-        None,
-    )
-    .await;
+    let again = post(&router, "/admin/channels/latest/halt", alice, None).await;
     assert_eq!(again.json()["changed"], false);
 
-    let rollout = call(
+    let rollout = post(
         &router,
-        "POST",
         "/admin/channels/latest/rollout",
         ci,
         Some(json!({ "percentage": 25 })),
-        &[],
-        None,
     )
     .await;
     assert_eq!(rollout.status, 200, "{}", text(&rollout));
-    let resume = call(
-        &router,
-        "POST",
-        "/admin/channels/latest/resume",
-        ci,
-        None,
-        &[],
-        None,
-    )
-    .await;
+    let resume = post(&router, "/admin/channels/latest/resume", ci, None).await;
     assert_eq!(
         resume.json()["policy"]["rollout"],
         json!({ "percentage": 25, "halted": false })
     );
-    let yank = call(
+    let yank = post(
         &router,
-        "POST",
         "/admin/versions/1.1.0/yank",
         alice,
         Some(json!({ "reason": "corrupts settings" })),
-        &[],
-        None,
     )
     .await;
     assert_eq!(yank.status, 200, "{}", text(&yank));
@@ -378,13 +355,10 @@ async fn changes_are_written_audited_counted_and_shown_at_once() {
     );
     assert_eq!(served(get(&router, feed, &[]).await), "1.0.0");
     assert_eq!(
-        call(
+        post(
             &router,
-            "POST",
             "/admin/versions/1.1.0/unyank?channel=latest",
             alice,
-            None,
-            &[],
             None
         )
         .await
@@ -392,14 +366,11 @@ async fn changes_are_written_audited_counted_and_shown_at_once() {
         200
     );
     // A pre-release's channel is its own by default.
-    let beta = call(
+    let beta = post(
         &router,
-        "POST",
         "/admin/channels/beta/rollout",
         alice,
         Some(json!({ "percentage": 0 })),
-        &[],
-        None,
     )
     .await;
     assert_eq!(beta.status, 200);
@@ -527,16 +498,7 @@ async fn refusals_say_why_and_write_nothing() {
     let router = release_edge::app(tokens.state(&fx, &Clock::manual()));
     let alice = Some(tokens.alice.as_str());
     // A policy and an audit entry to leave alone.
-    let halt = call(
-        &router,
-        "POST",
-        "/admin/channels/latest/halt",
-        alice,
-        None,
-        &[],
-        None,
-    )
-    .await;
+    let halt = post(&router, "/admin/channels/latest/halt", alice, None).await;
     let etag = halt.header("etag").to_owned();
     let before = policy_files(fx.root());
     assert_eq!(before.len(), 2, "the document and one audit entry");
@@ -969,42 +931,33 @@ async fn purge_and_rollback() {
     .expect("copy");
     clock.advance(Duration::from_secs(2));
     assert_eq!(served(get(&router, feed, &[]).await), "1.1.0", "cached");
-    let bad = call(
+    let bad = post(
         &router,
-        "POST",
         "/admin/cache/purge",
         alice,
         Some(json!({ "keys": ["../etc"] })),
-        &[],
-        None,
     )
     .await;
     assert_eq!(
         (bad.status.as_u16(), code(&bad).as_str()),
         (400, "invalid_key")
     );
-    let purge = call(
+    let purge = post(
         &router,
-        "POST",
         "/admin/cache/purge",
         alice,
         Some(json!({ "keys": ["releases/latest/latest-linux.yml"] })),
-        &[],
-        None,
     )
     .await;
     assert_eq!(purge.status, 200, "{}", text(&purge));
     assert_eq!(served(get(&router, feed, &[]).await), "1.0.0");
 
     // Rollback (to 1.1.0 again) through the API: written, shown at once, audited.
-    let rollback = call(
+    let rollback = post(
         &router,
-        "POST",
         "/admin/rollback",
         alice,
         Some(json!({ "channel": "latest", "version": "1.1.0" })),
-        &[],
-        None,
     )
     .await;
     assert_eq!(rollback.status, 200, "{}", text(&rollback));

@@ -88,13 +88,7 @@ fn set_policy(fx: &Fixture, policy: serde_json::Value) {
 }
 
 fn yaml(reply: &Reply) -> Value {
-    assert_eq!(
-        reply.status,
-        200,
-        "{:?}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    serde_norway::from_slice(&reply.body).expect("YAML body")
+    reply.yaml()
 }
 
 /// electron-updater's check from `client`, with `headers`.

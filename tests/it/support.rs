@@ -195,6 +195,17 @@ impl Reply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("JSON body")
     }
+
+    /// The body as YAML, of a `200`.
+    pub fn yaml(&self) -> serde_norway::Value {
+        assert_eq!(
+            self.status,
+            200,
+            "{:?}",
+            String::from_utf8_lossy(&self.body)
+        );
+        serde_norway::from_slice(&self.body).expect("YAML body")
+    }
 }
 
 /// Sends one request through the router (no network).
