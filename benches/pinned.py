@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def measure(server: Server, path: str, conns: int, duration: int, script: Path, 
 
 def profile(server: Server, path: str, conns: int, duration: int, script: Path, args, headers, dest: Path):
     data = dest.with_suffix(".data")
-    rec = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-p", str(server.proc.pid),
+    rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "-g", "-p", str(server.proc.pid),
                             "-o", str(data), "--", "sleep", str(duration)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wrk(server.url + path, conns, duration, script, args, headers)
@@ -195,6 +196,45 @@ def peak_rss(server: Server, path: str, conns: int, duration: int) -> float:
     return peak / 1024
 
 
+def fetch(url: str, headers: dict | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def verify(re: "Server", ngx: "Server") -> None:
+    """Both servers answer what the workloads ask, with the same bytes."""
+    for path, headers, want in [
+        ("/releases/v1.0.0/small.bin", {}, 200),
+        ("/releases/v1.0.0/big.bin", {"Range": "bytes=1048576-2097151"}, 206),
+        ("/releases/v1.0.0/big.bin", {"Range": "bytes=12345-1061920"}, 206),
+    ]:
+        a, b = fetch(re.url + path, headers), fetch(ngx.url + path, headers)
+        if a[0] != want or b[0] != want or a[1] != b[1]:
+            sys.exit(f"{path} {headers}: release-edge {a[0]}, nginx {b[0]}, same bytes: {a[1] == b[1]}")
+    checks = [
+        ("/update/linux/x64/0.9.0/latest-linux.yml", {}, 200),
+        ("/update/darwin/arm64/1.0.0", {"Accept": "application/json"}, 200),
+        ("/latest/mac/arm64", {}, 302),
+    ]
+    for path, headers, want in checks:
+        status, _ = fetch(re.url + path, headers)
+        if status != want:
+            sys.exit(f"release-edge {path}: {status}, expected {want}")
+    status, _ = fetch(ngx.url + "/latest/mac/arm64")
+    if status != 302:
+        sys.exit(f"nginx /latest/mac/arm64: {status}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10)
@@ -212,6 +252,7 @@ def main() -> None:
         binary = str(REPO / "target" / "release" / "release-edge")
 
     tmp = Path(tempfile.mkdtemp(prefix="pinned-"))
+    tmp.chmod(0o755)  # nginx's worker runs as an unprivileged user
     servers: list[Server] = []
     try:
         root = tmp / "store"
@@ -231,7 +272,7 @@ def main() -> None:
 worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
 events {{ worker_connections 4096; }}
 http {{
-  access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
+  access_log off; sendfile on; keepalive_requests 1000000;
   default_type application/octet-stream;
   open_file_cache max=1000 inactive=60s; open_file_cache_valid 60s;
   server {{
@@ -251,6 +292,7 @@ http {{
                      f"http://127.0.0.1:{ngx_port}", "/releases/latest/latest-linux.yml")
         servers.append(ngx)
 
+        verify(re, ngx)
         report = LUA / "report.lua"
         ranges = (LUA / "range.lua", [str(256 * MIB), str(MIB), "1"])
         manifest = "/releases/latest/latest-linux.yml"

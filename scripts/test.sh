@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what the suite needs on a fresh Debian machine
-# (real clients: curl, aria2c, and electron-updater run by Node with its npm packages;
-# Prometheus), checks deploy/observability/, then runs every test. Run from anywhere.
+# (real clients: curl, aria2c, and electron-updater run by Node with its npm packages; nginx
+# as the CDN in front; Prometheus), checks deploy/observability/, then runs every test. Run
+# from anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,8 @@ missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v aria2c >/dev/null 2>&1 || missing+=(aria2)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+# nginx for tests/it/cdn.rs (in /usr/sbin, which a user's PATH may lack).
+[[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     sudo_cmd=()

@@ -47,6 +47,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Prices for the dashboard's cost estimate.
     pub cost: CostConfig,
+    /// HTTPS on `listen` (optional; plain HTTP without it).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -63,6 +65,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             log: LogConfig::default(),
             cost: CostConfig::default(),
+            tls: None,
         }
     }
 }
@@ -324,6 +327,25 @@ pub struct CostConfig {
     pub egress_per_gib: Option<f64>,
 }
 
+/// `[tls]`: serve HTTPS on `listen` with this certificate (rustls; TLS 1.2 and 1.3; ALPN
+/// `h2` and `http/1.1`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first (`fullchain.pem`).
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    pub key: PathBuf,
+    /// How often both files are re-read; changed contents are loaded for new connections
+    /// (ACME renewals need no restart). Default 10 s.
+    #[serde(default = "default_tls_reload", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+fn default_tls_reload() -> Duration {
+    Duration::from_secs(10)
+}
+
 /// Secrets: read from the environment only, never from the file, never printed.
 #[derive(Default)]
 pub struct Secrets {
@@ -555,6 +577,11 @@ impl Config {
                 return Err(invalid("github.refresh_interval", "must be more than 0"));
             }
         }
+        if let Some(tls) = &self.tls
+            && tls.reload_interval.is_zero()
+        {
+            return Err(invalid("tls.reload_interval", "must be more than 0"));
+        }
         if self.store.kind == StoreKind::None && self.github.is_none() {
             return Err(invalid(
                 "store.kind",
@@ -672,6 +699,12 @@ mod tests {
                 ("[cost]\negress_per_gib = nan\n", "cost.egress_per_gib"),
                 ("[cost]\negress_per_gib = \"cheap\"\n", "egress_per_gib"),
                 ("[cost]\negress = 0.09\n", "egress"),
+                ("[tls]\ncert = \"c.pem\"\n", "key"),
+                ("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nkee = 1\n", "kee"),
+                (
+                    "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nreload_interval = \"0s\"\n",
+                    "tls.reload_interval",
+                ),
             ];
             for (toml, key) in cases {
                 // Top-level keys come first in TOML, so the store section goes last.

@@ -1,8 +1,10 @@
 //! The `release-edge` binary: parses the command line and hands off to the library.
 #![forbid(unsafe_code)]
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -124,6 +126,20 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Ask the server this config describes whether it is healthy, for container health
+    /// checks in an image with no shell or curl: GET PATH on `listen` (loopback when it is
+    /// the unspecified address; HTTPS when `[tls]` is set); exit 0 on a 2xx, 1 otherwise.
+    Healthcheck {
+        /// Config file (default: config/release-edge.toml when it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The path asked for: `/healthz` (liveness) or `/readyz` (an origin answers).
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+        /// How long the answer may take.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 /// The channel a policy command acts on, and the store.
@@ -160,6 +176,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { config } => check_config(config),
+        Command::Healthcheck {
+            config,
+            path,
+            timeout,
+        } => return healthcheck(config, &path, timeout),
         Command::Publish {
             version,
             channel,
@@ -276,7 +297,7 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         let state = App::build(config, Secrets::from_env())?;
         let server = Server::bind(state.clone())
             .await
-            .with_context(|| format!("binding {}", state.config.listen))?;
+            .with_context(|| format!("starting the listener on {}", state.config.listen))?;
         tracing::info!(
             listen = %server.local_addr()?,
             metrics = ?server.metrics_addr(),
@@ -433,4 +454,52 @@ fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
     println!("{}", config.to_toml());
     println!("# secrets (environment only): {secrets:?}");
     Ok(())
+}
+
+fn healthcheck(config: Option<PathBuf>, path: &str, timeout: Duration) -> ExitCode {
+    let probe = || -> anyhow::Result<reqwest::StatusCode> {
+        let config = Config::load(config.as_deref()).context("configuration")?;
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{}{path}", probe_addr(config.listen));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        runtime.block_on(async {
+            // The probe asks this host's own server by address: the certificate names the
+            // public host, not 127.0.0.1, so only the answer is checked, not the name.
+            let client = reqwest::Client::builder()
+                .timeout(timeout)
+                .danger_accept_invalid_certs(true)
+                .build()
+                .context("building the HTTP client")?;
+            let response = client.get(&url).send().await.with_context(|| url.clone())?;
+            Ok(response.status())
+        })
+    };
+    match probe() {
+        Ok(status) if status.is_success() => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("release-edge healthcheck: {path} answered {status}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("release-edge healthcheck: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where a probe on this host reaches `listen`: its loopback when it listens on every address.
+fn probe_addr(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
 }

@@ -1,9 +1,12 @@
 //! Prometheus metrics (names are part of the contract, SPEC §5), in one struct that owns
 //! its registry: no global statics, so every test builds its own.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::FallbackReason;
@@ -25,9 +28,15 @@ pub const ADMIN_ACTIONS: &[&str] = &[
 /// `outcome` values of `release_edge_origin_requests_total{origin="store"}`.
 const STORE_OUTCOMES: &[&str] = &["ok", "not_found", "error", "timeout"];
 
-/// `outcome` values of `release_edge_origin_requests_total{origin="github"}` (a timeout is
-/// an `error` there).
-const GITHUB_OUTCOMES: &[&str] = &["ok", "not_modified", "not_found", "error", "rate_limited"];
+/// `outcome` values of `release_edge_origin_requests_total{origin="github"}`.
+const GITHUB_OUTCOMES: &[&str] = &[
+    "ok",
+    "not_modified",
+    "not_found",
+    "error",
+    "timeout",
+    "rate_limited",
+];
 
 /// What a response body is, for `release_edge_served_bytes_total{origin,kind}`: a handler
 /// puts one in the response's extensions, and the observe layer counts the body's bytes
@@ -42,7 +51,7 @@ pub struct Served {
 }
 
 /// The `kind` label of `release_edge_served_bytes_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ServedKind {
     /// Channel files, feeds and other mutable objects.
     Manifest,
@@ -111,6 +120,8 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// `release_edge_store_circuit_open`: 1 while the store's circuit breaker is open.
     pub store_circuit_open: IntGauge,
+    routes: RwLock<HashMap<Box<str>, Arc<RouteMetrics>>>,
+    served_handles: Handles<(&'static str, ServedKind), IntCounter>,
 }
 
 impl Metrics {
@@ -293,6 +304,8 @@ impl Metrics {
             channel_halted,
             ready,
             store_circuit_open,
+            routes: RwLock::new(HashMap::new()),
+            served_handles: Handles::new(),
         })
     }
 
@@ -363,6 +376,95 @@ impl Metrics {
     pub fn download_guard(&self) -> InflightGuard {
         self.inflight_downloads.inc();
         InflightGuard(self.inflight_downloads.clone())
+    }
+}
+
+/// The request metrics of one matched route, resolved once: a request costs no labelled
+/// lookup in the registry, only a small map lookup of its method and status.
+pub struct RouteMetrics {
+    /// `release_edge_http_request_duration_seconds{route}`.
+    pub duration: Histogram,
+    /// `release_edge_response_bytes_total{route}`.
+    pub bytes: IntCounter,
+    route: Box<str>,
+    requests: IntCounterVec,
+    by_status: RwLock<HashMap<(&'static str, u16), IntCounter>>,
+}
+
+impl RouteMetrics {
+    /// `release_edge_http_requests_total{route,method,status}` for one request.
+    pub fn count(&self, method: &'static str, status: http::StatusCode) {
+        let key = (method, status.as_u16());
+        if let Ok(known) = self.by_status.read()
+            && let Some(counter) = known.get(&key)
+        {
+            counter.inc();
+            return;
+        }
+        let counter = self
+            .requests
+            .with_label_values(&[&self.route, method, status.as_str()]);
+        counter.inc();
+        if let Ok(mut known) = self.by_status.write() {
+            known.insert(key, counter);
+        }
+    }
+}
+
+/// Handles resolved once per label values and reused (the label sets are bounded: routes,
+/// methods, statuses, origins).
+struct Handles<K, V> {
+    known: RwLock<HashMap<K, V>>,
+}
+
+impl<K: std::hash::Hash + Eq + Copy, V: Clone> Handles<K, V> {
+    fn new() -> Self {
+        Self {
+            known: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: K, make: impl FnOnce() -> V) -> V {
+        if let Ok(known) = self.known.read()
+            && let Some(value) = known.get(&key)
+        {
+            return value.clone();
+        }
+        let value = make();
+        if let Ok(mut known) = self.known.write() {
+            known.insert(key, value.clone());
+        }
+        value
+    }
+}
+
+impl Metrics {
+    /// The metrics of the matched route `route` (a route pattern, never a raw path).
+    pub fn route(&self, route: &str) -> Arc<RouteMetrics> {
+        if let Ok(known) = self.routes.read()
+            && let Some(metrics) = known.get(route)
+        {
+            return metrics.clone();
+        }
+        let metrics = Arc::new(RouteMetrics {
+            duration: self.http_duration.with_label_values(&[route]),
+            bytes: self.response_bytes.with_label_values(&[route]),
+            route: route.into(),
+            requests: self.http_requests.clone(),
+            by_status: RwLock::new(HashMap::new()),
+        });
+        if let Ok(mut known) = self.routes.write() {
+            known.insert(route.into(), metrics.clone());
+        }
+        metrics
+    }
+
+    /// `release_edge_served_bytes_total{origin,kind}` for `served`.
+    pub fn served(&self, served: Served) -> IntCounter {
+        self.served_handles.get((served.origin, served.kind), || {
+            self.served_bytes
+                .with_label_values(&[served.origin, served.kind.as_str()])
+        })
     }
 }
 

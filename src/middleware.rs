@@ -1,28 +1,26 @@
 //! Every layer of the public router, in one ordered function (outermost first).
 
 use std::any::Any;
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::{Next, from_fn_with_state};
+use axum::extract::{MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::Method;
+use futures_util::FutureExt;
+use http::{HeaderValue, Method};
 use http_body::{Frame, SizeHint};
 use prometheus::IntCounter;
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tracing::{Instrument, Span};
+use tower::{Layer, Service, ServiceBuilder};
+use tracing::Instrument;
 
 use crate::error::AppError;
-use crate::metrics::Served;
+use crate::metrics::{RouteMetrics, Served};
 use crate::state::AppState;
 
 /// Route label for requests that matched no route (bounded: never the raw path).
@@ -30,51 +28,146 @@ const UNMATCHED: &str = "unmatched";
 
 /// Wraps `router` in the server's layers.
 pub fn apply(router: Router<AppState>, state: AppState) -> Router<AppState> {
-    let timeout = state.config.server.request_timeout;
     router.layer(
         ServiceBuilder::new()
-            // An id first, so that every later layer and every log line can carry it; a
-            // client- or proxy-supplied `x-request-id` is kept.
-            .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
-            // Echo the id so that a user's bug report can quote it.
-            .layer(PropagateRequestIdLayer::x_request_id())
-            // One span per request with route and id (every log line inside carries them),
-            // an access-log line, and the request metrics; outside catch-panic, so that a
-            // panic counts as the 500 it becomes. One layer for the three: they need the
-            // same facts, and a streamed body is wrapped once.
-            .layer(from_fn_with_state(state, observe))
-            // A panicking handler answers 500 JSON instead of dropping the connection.
-            .layer(CatchPanicLayer::custom(panic_response))
-            // Bound the time to response headers; streaming bodies are bounded by the
-            // connection idle timeout instead (server.rs), so large downloads may run long.
-            .layer(from_fn_with_state(timeout, request_timeout)),
+            // One layer for what every request needs around it, in one future (no boxed
+            // `Next` per layer): an id (a client's or proxy's `x-request-id` is kept and
+            // echoed), a span with route and id that every log line inside carries, the
+            // access-log line, the request metrics through handles resolved once per route,
+            // and the time limit to response headers (streamed bodies are bounded by the
+            // connection idle timeout instead, server.rs), and a panicking handler answered
+            // with a 500 JSON body (counted as the 500 it becomes) instead of a dropped
+            // connection.
+            .layer(ObserveLayer { app: state }),
     )
 }
 
-/// 128 random bits as hex: as unique as a UUID v4, without a `getrandom` system call per
-/// request.
-#[derive(Clone, Copy)]
-struct RandomRequestId;
+/// See [`apply`].
+#[derive(Clone)]
+struct ObserveLayer {
+    app: AppState,
+}
 
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<RequestId> {
-        http::HeaderValue::from_str(&format!("{:032x}", fastrand::u128(..)))
-            .ok()
-            .map(RequestId::new)
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            app: self.app.clone(),
+        }
     }
 }
 
-fn request_span(req: &Request) -> Span {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, MatchedPath::as_str);
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!("request", method = %req.method(), route, request_id = id, uri = %req.uri())
+#[derive(Clone)]
+struct Observe<S> {
+    inner: S,
+    app: AppState,
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let start = Instant::now();
+        let app = self.app.clone();
+        let matched = req.extensions().get::<MatchedPath>().cloned();
+        let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+        let metrics = app.metrics.route(route);
+        let method = method_label(req.method());
+        let id = match req.headers().get(REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = new_request_id();
+                req.headers_mut().insert(REQUEST_ID, id.clone());
+                id
+            }
+        };
+        let span = tracing::info_span!(
+            "request",
+            method = %req.method(),
+            route,
+            request_id = id.to_str().unwrap_or("-"),
+            uri = %req.uri(),
+        );
+        let limit = app.config.server.request_timeout;
+        let inner = &mut self.inner;
+        let handler = std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req)));
+        Box::pin(async move {
+            let response = match handler {
+                Ok(future) => {
+                    let guarded = AssertUnwindSafe(future)
+                        .catch_unwind()
+                        .instrument(span.clone());
+                    match tokio::time::timeout(limit, guarded).await {
+                        Ok(Ok(Ok(response))) => response,
+                        Ok(Err(panic)) => panic_response(panic),
+                        Err(_) => AppError::RequestTimeout(limit).into_response(),
+                    }
+                }
+                Err(panic) => panic_response(panic),
+            };
+            let elapsed = start.elapsed();
+            tracing::info!(
+                parent: &span,
+                status = response.status().as_u16(),
+                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                "request"
+            );
+            metrics.duration.observe(elapsed.as_secs_f64());
+            metrics.count(method, response.status());
+            let served = response
+                .extensions()
+                .get::<Served>()
+                .map(|served| app.metrics.served(*served));
+            let (mut parts, body) = response.into_parts();
+            parts.headers.insert(REQUEST_ID, id);
+            Ok(Response::from_parts(parts, counted(body, &metrics, served)))
+        })
+    }
+}
+
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// 128 random bits as hex: as unique as a UUID v4, without a `getrandom` system call or an
+/// allocation for formatting per request.
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = fastrand::u128(..);
+    let mut text = [0u8; 32];
+    for (i, byte) in text.iter_mut().enumerate() {
+        *byte = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// A body counted into the route's response bytes (and the served bytes, when the handler
+/// said what it is). A body of known length (a feed, a manifest, an error) is counted at
+/// once, without a wrapper; a streamed one as each chunk is handed to the connection, so a
+/// client that goes away is counted for what it got.
+fn counted(body: Body, metrics: &RouteMetrics, served: Option<IntCounter>) -> Body {
+    if let Some(len) = http_body::Body::size_hint(&body).exact() {
+        metrics.bytes.inc_by(len);
+        if let Some(served) = &served {
+            served.inc_by(len);
+        }
+        return body;
+    }
+    Body::new(CountingBody {
+        inner: body,
+        counter: metrics.bytes.clone(),
+        served,
+    })
 }
 
 /// Methods are a label: unknown ones fold into `other` so that no client adds series.
@@ -88,52 +181,6 @@ fn method_label(method: &Method) -> &'static str {
         Method::OPTIONS => "OPTIONS",
         Method::PATCH => "PATCH",
         _ => "other",
-    }
-}
-
-async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    // `MatchedPath` is an `Arc<str>`: cloning it allocates nothing.
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-    let method = method_label(req.method());
-    let span = request_span(&req);
-    let start = Instant::now();
-    let response = next.run(req).instrument(span.clone()).await;
-    let elapsed = start.elapsed();
-    tracing::info!(
-        parent: &span,
-        status = response.status().as_u16(),
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        "request"
-    );
-    let metrics = &app.metrics;
-    metrics
-        .http_duration
-        .with_label_values(&[route])
-        .observe(elapsed.as_secs_f64());
-    metrics
-        .http_requests
-        .with_label_values(&[route, method, response.status().as_str()])
-        .inc();
-    let counter = metrics.response_bytes.with_label_values(&[route]);
-    let served = response.extensions().get::<Served>().map(|s| {
-        metrics
-            .served_bytes
-            .with_label_values(&[s.origin, s.kind.as_str()])
-    });
-    response.map(|body| {
-        Body::new(CountingBody {
-            inner: body,
-            counter,
-            served,
-        })
-    })
-}
-
-async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => AppError::RequestTimeout(limit).into_response(),
     }
 }
 

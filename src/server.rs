@@ -1,10 +1,11 @@
-//! Listeners and connections: HTTP/1.1 and HTTP/2 (h2c) through hyper, header-read and idle
-//! timeouts, and graceful shutdown that lets in-flight downloads finish.
+//! Listeners and connections: HTTP/1.1 and HTTP/2 (h2c, or h2 over TLS) through hyper,
+//! header-read and idle timeouts, and graceful shutdown that lets in-flight downloads finish.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,11 +18,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tower::ServiceExt;
 
 use crate::config::ServerConfig;
 use crate::router;
 use crate::state::AppState;
+use crate::tls::Tls;
 
 /// hyper's per-connection buffer limit. It bounds both the request head (a 1000-range
 /// `Range` header from electron-updater is about 25 KiB) and how much response body hyper
@@ -34,11 +38,17 @@ pub struct Server {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     admin_listener: Option<TcpListener>,
+    tls: Option<Tls>,
 }
 
 impl Server {
-    /// Binds `listen` (and `metrics_listen`, `admin_listen` when set).
+    /// Loads the TLS certificate when `[tls]` is set (an unusable one is refused, naming the
+    /// key), then binds `listen` (and `metrics_listen`, `admin_listen` when set).
     pub async fn bind(state: AppState) -> io::Result<Self> {
+        let tls = match &state.config.tls {
+            Some(config) => Some(Tls::load(config).await.map_err(io::Error::other)?),
+            None => None,
+        };
         let listener = TcpListener::bind(state.config.listen).await?;
         let metrics_listener = match state.config.metrics_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
@@ -53,6 +63,7 @@ impl Server {
             listener,
             metrics_listener,
             admin_listener,
+            tls,
         })
     }
 
@@ -82,25 +93,28 @@ impl Server {
         let public = router::build(self.state.clone());
         let metrics = router::metrics(self.state.clone());
         let admin = router::admin(self.state.clone());
-        let builder = connection_builder(&settings);
+        let builder = Arc::new(connection_builder(&settings));
         let graceful = GracefulShutdown::new();
         // Connection tasks live in this set, so that when the grace period is over they are
         // really stopped, even when the runtime goes on (tests, embedding).
         let mut connections = tokio::task::JoinSet::new();
+        let tls = self.tls.as_ref().map(Tls::acceptor);
         tokio::pin!(shutdown);
 
         loop {
             let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted.map(|c| (c, &public)),
+                accepted = self.listener.accept() => accepted.map(|c| (c, &public, tls)),
+                // Metrics stay plain HTTP: scraped from inside the network.
                 accepted = accept_optional(self.metrics_listener.as_ref()) => {
-                    accepted.map(|c| (c, &metrics))
+                    accepted.map(|c| (c, &metrics, None))
                 }
+                // The admin API is plain HTTP too: keep `admin_listen` inside the network.
                 accepted = accept_optional(self.admin_listener.as_ref()) => {
-                    accepted.map(|c| (c, &admin))
+                    accepted.map(|c| (c, &admin, None))
                 }
                 () = &mut shutdown => break,
             };
-            let ((stream, peer), app) = match accepted {
+            let ((stream, peer), app, tls) = match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -115,7 +129,7 @@ impl Server {
                 graceful: &graceful,
                 settings: &settings,
             };
-            conn.serve(&mut connections, stream, peer, app.clone());
+            conn.serve(&mut connections, stream, peer, app.clone(), tls.cloned());
         }
 
         drop(self.listener);
@@ -156,7 +170,7 @@ fn connection_builder(settings: &ServerConfig) -> Builder<TokioExecutor> {
 
 /// What every connection is served with.
 struct Conn<'a> {
-    builder: &'a Builder<TokioExecutor>,
+    builder: &'a Arc<Builder<TokioExecutor>>,
     graceful: &'a GracefulShutdown,
     settings: &'a ServerConfig,
 }
@@ -168,6 +182,7 @@ impl Conn<'_> {
         stream: TcpStream,
         peer: SocketAddr,
         app: Router,
+        tls: Option<TlsAcceptor>,
     ) {
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
@@ -179,16 +194,37 @@ impl Conn<'_> {
         if let Err(err) = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(128 * 1024) {
             tracing::debug!(error = %err, "cannot set TCP_NOTSENT_LOWAT");
         }
-        let io = TokioIo::new(IdleTimeout::new(stream, self.settings.idle_timeout));
+        // Under TLS the idle timeout still counts the bytes on the socket, handshake included.
+        let io = IdleTimeout::new(stream, self.settings.idle_timeout);
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             // Handlers see the peer address (rollout bucketing, trusted proxies).
             req.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(req)
         });
-        let connection = self.builder.serve_connection(io, service).into_owned();
-        let connection = self.graceful.watch(connection);
+        let builder = Arc::clone(self.builder);
+        // Taken now, so that a shutdown during the TLS handshake still waits for (then
+        // gracefully closes) this connection.
+        let watcher = self.graceful.watcher();
+        // A handshake is bounded like a request head: a client that opens a socket and sends
+        // nothing holds it no longer than `header_read_timeout`.
+        let handshake_timeout = self.settings.header_read_timeout;
         connections.spawn(async move {
-            if let Err(err) = connection.await {
+            let io = match tls {
+                None => Either::Left(io),
+                Some(tls) => match tokio::time::timeout(handshake_timeout, tls.accept(io)).await {
+                    Ok(Ok(stream)) => Either::Right(stream),
+                    Ok(Err(err)) => {
+                        tracing::debug!(error = %err, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            let connection = builder.serve_connection(TokioIo::new(io), service);
+            if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!(error = %err, %peer, "connection closed with error");
             }
         });
@@ -222,17 +258,26 @@ impl<T> IdleTimeout<T> {
 }
 
 /// Called when the inner I/O is not ready: fails once `timeout` has passed without progress.
+///
+/// The timer is not moved on every byte (that would be a timer-wheel update per request on a
+/// keep-alive connection): it stays armed at its deadline, and when it fires after progress
+/// it is re-armed once, for `timeout` after that progress.
 fn expired(
     deadline: &mut Pin<Box<Sleep>>,
     last_progress: Instant,
     timeout: Duration,
     cx: &mut Context<'_>,
 ) -> bool {
-    let due = last_progress + timeout;
-    if deadline.deadline() != due {
+    loop {
+        if deadline.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let due = last_progress + timeout;
+        if due <= deadline.deadline() {
+            return true;
+        }
         deadline.as_mut().reset(due);
     }
-    deadline.as_mut().poll(cx).is_ready()
 }
 
 fn idle_error() -> io::Error {

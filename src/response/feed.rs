@@ -61,10 +61,11 @@ pub fn feed_response(
     if let Ok(value) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, value);
     }
-    let matches = match (request.typed_get::<IfNoneMatch>(), etag.parse::<ETag>()) {
-        (Some(inm), Ok(tag)) => !inm.precondition_passes(&tag),
-        _ => false,
-    };
+    // Parsed only when the client sent `If-None-Match` (a CDN revalidating, most clients not).
+    let matches = request.typed_get::<IfNoneMatch>().is_some_and(|inm| {
+        etag.parse::<ETag>()
+            .is_ok_and(|tag| !inm.precondition_passes(&tag))
+    });
     if matches {
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         return response;

@@ -29,7 +29,15 @@ impl ObjectResponse<'_> {
     /// Builds the response to `method` with request `headers`.
     pub fn respond(self, method: &Method, headers: &HeaderMap) -> Result<Response, AppError> {
         let meta = &self.object.meta;
-        let etag = meta.etag.parse().ok();
+        // Parsed only for a request that compares entity tags (most do not).
+        let compares = [header::IF_MATCH, header::IF_NONE_MATCH, header::IF_RANGE]
+            .iter()
+            .any(|name| headers.contains_key(name));
+        let etag = if compares {
+            meta.etag.parse().ok()
+        } else {
+            None
+        };
         let validators = Validators {
             etag,
             last_modified: meta.last_modified,

@@ -8,9 +8,10 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use moka::future::Cache;
@@ -24,9 +25,21 @@ use super::{
 /// Files up to this size are read whole when opened: one blocking hop serves the request.
 const SMALL_FILE: u64 = 64 * 1024;
 
-/// Size of each read while streaming. Small enough that 200 slow clients hold little memory
-/// (hyper buffers about one chunk per connection), large enough for few syscalls.
-const READ_CHUNK: usize = 64 * 1024;
+/// Smallest read while streaming: what each of many concurrent downloads reads at a time
+/// (hyper holds about one chunk per connection, so 200 clients hold about 12 MiB).
+const MIN_CHUNK: usize = 64 * 1024;
+
+/// Largest read while streaming: few downloads read this much per blocking-pool hop, which
+/// takes the hop and the system call off most of each byte's cost.
+const MAX_CHUNK: usize = 1024 * 1024;
+
+/// Bytes of file data all streams together aim to hold in flight: the chunk of each is this
+/// divided among the streams running, between [`MIN_CHUNK`] and [`MAX_CHUNK`].
+const STREAM_BUDGET: usize = 16 * 1024 * 1024;
+
+/// How much an open file handle counts against the cache of opened objects: bounds the
+/// file descriptors held open (at most 128 when the cache holds handles only).
+const HANDLE_WEIGHT: u32 = 512 * 1024;
 
 /// How many file identities keep their computed ETag.
 const ETAG_CACHE_ENTRIES: u64 = 100_000;
@@ -73,10 +86,14 @@ pub struct FsStore {
     /// so it changes whenever the content does and is the same on every node that serves the
     /// same files. Concurrent misses for one file hash it once.
     etags: Cache<FileIdentity, Arc<str>>,
-    /// Small files (up to [`SMALL_FILE`]) with their metadata, reused for the key's TTL: a
-    /// manifest or signature asked for thousands of times a second costs no file system
-    /// call at all. Bounded by bytes.
-    small: Cache<ObjectKey, (ObjectMeta, Bytes, Instant)>,
+    /// Opened objects with their metadata, reused for the key's TTL (an hour for immutable
+    /// `releases/v*/` objects): small files (up to [`SMALL_FILE`]) with their bytes, so a
+    /// manifest asked for thousands of times a second costs no file system call at all;
+    /// larger ones as an open file handle, so a download or a range of an artifact costs no
+    /// open and no stat. Bounded by weight: bytes, and [`HANDLE_WEIGHT`] per handle.
+    opened: Cache<ObjectKey, (Object, Instant)>,
+    /// File streams running now, for the size of their reads.
+    streams: Arc<AtomicUsize>,
     ttl: ObjectTtl,
 }
 
@@ -90,21 +107,15 @@ enum FsSource {
     Memory(Bytes),
     /// Larger files, read by position (`pread`) so that parts of one response never share a
     /// file offset.
-    File(FsFile),
-}
-
-impl From<FsSource> for ObjectSource {
-    fn from(source: FsSource) -> Self {
-        match source {
-            FsSource::Memory(bytes) => ObjectSource::Memory(bytes),
-            FsSource::File(file) => ObjectSource::Fs(file),
-        }
-    }
+    File(Arc<std::fs::File>),
 }
 
 /// An open file of the store, read by position.
 #[derive(Clone)]
-pub(super) struct FsFile(Arc<std::fs::File>);
+pub(super) struct FsFile {
+    file: Arc<std::fs::File>,
+    streams: Arc<AtomicUsize>,
+}
 
 impl FsStore {
     /// Opens `root` as the store's root directory.
@@ -118,33 +129,32 @@ impl FsStore {
         Ok(Self {
             root: Arc::new(dir),
             etags: Cache::builder().max_capacity(ETAG_CACHE_ENTRIES).build(),
-            small: Cache::builder()
+            opened: Cache::builder()
                 .max_capacity(SMALL_CACHE_BYTES)
-                .weigher(|_, (_, bytes, _): &(ObjectMeta, Bytes, Instant)| {
-                    u32::try_from(bytes.len() + 256).unwrap_or(u32::MAX)
+                .weigher(|_, (object, _): &(Object, Instant)| match &object.source {
+                    ObjectSource::Memory(bytes) => {
+                        u32::try_from(bytes.len() + 256).unwrap_or(u32::MAX)
+                    }
+                    _ => HANDLE_WEIGHT,
                 })
                 .expire_after(ttl.clone())
                 .build(),
+            streams: Arc::new(AtomicUsize::new(0)),
             ttl,
         })
     }
 
     pub(super) async fn open(&self, key: &ObjectKey) -> Result<Object, StoreError> {
-        if let Some((meta, bytes, learnt)) = self.small.get(key).await
+        if let Some((object, learnt)) = self.opened.get(key).await
             && self.ttl.fresh(key, learnt)
         {
-            return Ok(Object {
-                meta,
-                source: ObjectSource::Memory(bytes),
-            });
+            return Ok(object);
         }
         let learnt = self.ttl.clock.now();
         let object = self.open_file(key).await?;
-        if let ObjectSource::Memory(bytes) = &object.source
-            && self.ttl.of(key).is_some()
-        {
-            self.small
-                .insert(key.clone(), (object.meta.clone(), bytes.clone(), learnt))
+        if self.ttl.of(key).is_some() {
+            self.opened
+                .insert(key.clone(), (object.clone(), learnt))
                 .await;
         }
         Ok(object)
@@ -177,7 +187,13 @@ impl FsStore {
                 last_modified: opened.metadata.modified().ok(),
                 content_type: None,
             },
-            source: opened.source.into(),
+            source: match opened.source {
+                FsSource::Memory(bytes) => ObjectSource::Memory(bytes),
+                FsSource::File(file) => ObjectSource::Fs(FsFile {
+                    file,
+                    streams: Arc::clone(&self.streams),
+                }),
+            },
         })
     }
 
@@ -239,7 +255,7 @@ impl FsStore {
         let result = tokio::task::spawn_blocking(move || write_atomic(&root, &dest, fill))
             .await
             .map_err(join_error)?;
-        self.small.invalidate(key).await;
+        self.opened.invalidate(key).await;
         result.map_err(|err| StoreError::from_io(key, err))
     }
 
@@ -289,7 +305,7 @@ impl FsStore {
         })
         .await
         .map_err(join_error)?;
-        self.small.invalidate(key).await;
+        self.opened.invalidate(key).await;
         result.map_err(|err| StoreError::from_io(key, err))
     }
 
@@ -367,11 +383,9 @@ fn open_blocking(root: &Dir, path: &str) -> io::Result<Opened> {
         return Err(io::Error::from(io::ErrorKind::NotFound));
     }
     let source = if metadata.len() <= SMALL_FILE {
-        let mut buf = BytesMut::zeroed(metadata.len() as usize);
-        file.read_exact_at(&mut buf, 0)?;
-        FsSource::Memory(buf.freeze())
+        FsSource::Memory(read_at(&file, 0, metadata.len() as usize)?)
     } else {
-        FsSource::File(FsFile(Arc::new(file)))
+        FsSource::File(Arc::new(file))
     };
     Ok(Opened { metadata, source })
 }
@@ -379,7 +393,7 @@ fn open_blocking(root: &Dir, path: &str) -> io::Result<Opened> {
 async fn hash_source(source: FsSource) -> io::Result<Arc<str>> {
     match source {
         FsSource::Memory(bytes) => Ok(etag_of(blake3::hash(&bytes))),
-        FsSource::File(FsFile(file)) => tokio::task::spawn_blocking(move || {
+        FsSource::File(file) => tokio::task::spawn_blocking(move || {
             let mut hasher = blake3::Hasher::new();
             let mut buf = vec![0u8; 1024 * 1024];
             let mut offset = 0u64;
@@ -412,32 +426,70 @@ fn join_error(err: tokio::task::JoinError) -> StoreError {
 }
 
 impl FsFile {
+    /// Streams `range` in chunks read on the blocking pool (see [`chunk_len`]). A file that
+    /// shrank under us ends the stream with an error, never with short data.
     pub(super) fn read(&self, range: ByteRange) -> ByteStream {
-        read_file_range(Arc::clone(&self.0), range)
+        let end = range.end + 1;
+        let running = StreamCount::start(&self.streams);
+        Box::pin(futures_util::stream::try_unfold(
+            (Arc::clone(&self.file), range.start, running),
+            move |(file, pos, running)| async move {
+                if pos >= end {
+                    return Ok(None);
+                }
+                let len = (end - pos).min(running.chunk_len() as u64) as usize;
+                let reader = Arc::clone(&file);
+                let chunk = tokio::task::spawn_blocking(move || read_at(&reader, pos, len))
+                    .await
+                    .map_err(io::Error::other)??;
+                Ok(Some((chunk, (file, pos + len as u64, running))))
+            },
+        ))
     }
 }
 
-/// Streams `range` of `file` in [`READ_CHUNK`] pieces, each read on the blocking pool. A file
-/// that shrank under us ends the stream with an error, never with short data.
-fn read_file_range(file: Arc<std::fs::File>, range: ByteRange) -> ByteStream {
-    let end = range.end + 1;
-    Box::pin(futures_util::stream::try_unfold(
-        (file, range.start),
-        move |(file, pos)| async move {
-            if pos >= end {
-                return Ok(None);
-            }
-            let len = (end - pos).min(READ_CHUNK as u64) as usize;
-            let reader = Arc::clone(&file);
-            let chunk = tokio::task::spawn_blocking(move || {
-                let mut buf = BytesMut::zeroed(len);
-                reader.read_exact_at(&mut buf, pos).map(|()| buf.freeze())
-            })
-            .await
-            .map_err(io::Error::other)??;
-            Ok(Some((chunk, (file, pos + len as u64))))
-        },
-    ))
+/// Exactly `len` bytes of `file` at `pos`, read straight into a fresh buffer (`pread` into
+/// its spare capacity: no zero-filling first, and no copy on the way to the socket). A file
+/// that ends before is an error.
+fn read_at(file: &std::fs::File, pos: u64, len: usize) -> io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let offset = pos + buf.len() as u64;
+        let read = rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), offset)?;
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file ended before the range did",
+            ));
+        }
+    }
+    // The allocation may be larger than asked: a read may have gone past the range.
+    buf.truncate(len);
+    Ok(Bytes::from(buf))
+}
+
+/// One running file stream, counted while it lives.
+struct StreamCount(Arc<AtomicUsize>);
+
+impl StreamCount {
+    fn start(streams: &Arc<AtomicUsize>) -> Self {
+        streams.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(streams))
+    }
+
+    /// How much to read next: the budget shared by the streams running, within bounds. A
+    /// few fast downloads read a megabyte per hop; two hundred read 64 KiB each, so memory
+    /// stays bounded whatever the number of clients.
+    fn chunk_len(&self) -> usize {
+        let running = self.0.load(Ordering::Relaxed).max(1);
+        (STREAM_BUDGET / running).clamp(MIN_CHUNK, MAX_CHUNK)
+    }
+}
+
+impl Drop for StreamCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

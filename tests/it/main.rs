@@ -2,6 +2,7 @@
 //! and over real TCP (and with real clients) where streaming, timeouts and shutdown matter.
 
 mod admin;
+mod cdn;
 mod clients;
 mod config_cli;
 mod electron_updater;
@@ -17,3 +18,4 @@ mod s3;
 mod support;
 mod tauri;
 mod tcp;
+mod tls;
