@@ -38,6 +38,7 @@ use crate::release::squirrel::SquirrelReleases;
 use crate::release::tauri::TauriManifest;
 use crate::store::ObjectKey;
 use crate::store::key::KeyKind;
+use prometheus::IntCounter;
 
 /// Total weight (about the bytes held) of the cache.
 const MAX_WEIGHT: u64 = 64 * 1024 * 1024;
@@ -98,6 +99,14 @@ impl Manifest {
             None
         }
     }
+}
+
+/// The `result` of a lookup, in the order of `Inner::lookups`.
+#[derive(Clone, Copy)]
+enum Lookup {
+    Hit = 0,
+    Miss = 1,
+    Stale = 2,
 }
 
 /// What is cached for a key.
@@ -202,6 +211,10 @@ struct Inner {
     /// Origin loads started, for tests that count them.
     loads: AtomicU64,
     metrics: Arc<Metrics>,
+    /// `release_edge_cache_lookups_total{cache="manifest"}` for `hit`, `miss`, `stale`,
+    /// resolved once: every update check makes two lookups (its manifest, its channel's
+    /// policy), and a labelled lookup hashes the labels each time.
+    lookups: [IntCounter; 3],
 }
 
 impl ManifestCache {
@@ -237,6 +250,11 @@ impl ManifestCache {
                 clock,
                 running: tokio::sync::watch::Sender::new(0),
                 loads: AtomicU64::new(0),
+                lookups: ["hit", "miss", "stale"].map(|result| {
+                    metrics
+                        .cache_lookups
+                        .with_label_values(&["manifest", result])
+                }),
                 metrics,
             }),
         }
@@ -250,7 +268,7 @@ impl ManifestCache {
             let age = inner.clock.since(entry.loaded);
             match entry.value {
                 Cached::Found(..) if age < inner.ttl => {
-                    self.lookup("hit");
+                    self.lookup(Lookup::Hit);
                     return Ok(entry.answer());
                 }
                 Cached::Found(..) if age >= inner.ttl.saturating_add(inner.stale_if_error) => {
@@ -259,7 +277,7 @@ impl ManifestCache {
                 }
                 Cached::Found(..) => {
                     // Stale: answer now, revalidate behind the answer.
-                    self.lookup("stale");
+                    self.lookup(Lookup::Stale);
                     let failed = entry.failed_at();
                     if failed.is_some() {
                         inner.metrics.fallback.with_label_values(&["stale"]).inc();
@@ -270,11 +288,11 @@ impl ManifestCache {
                     return Ok(entry.answer());
                 }
                 Cached::Missing if age < inner.missing_ttl => {
-                    self.lookup("hit");
+                    self.lookup(Lookup::Hit);
                     return Ok(entry.answer());
                 }
                 Cached::Unconfirmed(_) if age < inner.retry_gap => {
-                    self.lookup("hit");
+                    self.lookup(Lookup::Hit);
                     return Ok(entry.answer());
                 }
                 Cached::Missing | Cached::Unconfirmed(_) => {
@@ -298,7 +316,7 @@ impl ManifestCache {
             .failed_at()
             .is_some_and(|at| inner.clock.since(at) < inner.retry_gap)
         {
-            self.lookup("stale");
+            self.lookup(Lookup::Stale);
             return Ok(entry.answer());
         }
         inner.entries.invalidate(key).await;
@@ -329,9 +347,9 @@ impl ManifestCache {
             .await;
         let coalesced = !loaded.load(Ordering::Relaxed);
         self.lookup(if coalesced && result.is_ok() {
-            "hit"
+            Lookup::Hit
         } else {
-            "miss"
+            Lookup::Miss
         });
         match result {
             Ok(entry) => Ok(entry.answer()),
@@ -405,12 +423,8 @@ impl ManifestCache {
         });
     }
 
-    fn lookup(&self, result: &str) {
-        self.inner
-            .metrics
-            .cache_lookups
-            .with_label_values(&["manifest", result])
-            .inc();
+    fn lookup(&self, result: Lookup) {
+        self.inner.lookups[result as usize].inc();
     }
 }
 

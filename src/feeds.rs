@@ -85,7 +85,7 @@ fn json_answer(update: Option<&UpdateJson>, per_client: bool) -> Result<Answer, 
 }
 
 /// The key of `releases/latest/{name}`.
-pub(crate) fn latest_key(name: &str) -> Result<ObjectKey, AppError> {
+fn latest_key(name: &str) -> Result<ObjectKey, AppError> {
     ObjectKey::from_trusted(format!("{LATEST_DIR}/{name}"))
         .map_err(|e| AppError::Internal(format!("bad manifest key {name}: {e}")))
 }
@@ -105,11 +105,7 @@ pub enum Need {
 
 /// The manifest at `key`, by `need`. Fails only when no origin could answer (for an
 /// optional one) or when the one that might have it failed (for a required one).
-pub(crate) async fn manifest(
-    app: &App,
-    key: &ObjectKey,
-    need: Need,
-) -> Result<Option<Manifest>, AppError> {
+async fn manifest(app: &App, key: &ObjectKey, need: Need) -> Result<Option<Manifest>, AppError> {
     match app.manifests.get(key).await? {
         Found::Yes(manifest, _) => Ok(Some(manifest)),
         Found::No => Ok(None),
