@@ -1,8 +1,9 @@
 //! Every route of the server, in one place.
 
 use axum::Router;
+use axum::handler::Handler;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 
 use crate::handlers::{self, admin, health, latest, releases, update};
 use crate::middleware;
@@ -52,20 +53,43 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
         return Router::new();
     }
     Router::new()
-        .route("/admin/releases", get(admin::releases))
-        .route("/admin/cache/purge", post(admin::purge))
-        .route("/admin/rollback", post(admin::rollback))
+        .route(
+            "/admin/releases",
+            get(admin::releases).fallback(admin::get_only),
+        )
+        .route("/admin/cache/purge", admin_post(admin::purge))
+        .route("/admin/rollback", admin_post(admin::rollback))
         .route(
             "/admin/channels/{channel}/policy",
-            get(admin::get_policy).put(admin::put_policy),
+            get(admin::get_policy)
+                .put(admin::put_policy)
+                .fallback(admin::get_or_put),
         )
-        .route("/admin/channels/{channel}/halt", post(admin::halt))
-        .route("/admin/channels/{channel}/resume", post(admin::resume))
-        .route("/admin/channels/{channel}/rollout", post(admin::rollout))
-        .route("/admin/versions/{version}/yank", post(admin::yank))
-        .route("/admin/versions/{version}/unyank", post(admin::unyank))
-        .route("/admin/audit", get(admin::audit))
+        .route("/admin/channels/{channel}/halt", admin_post(admin::halt))
+        .route(
+            "/admin/channels/{channel}/resume",
+            admin_post(admin::resume),
+        )
+        .route(
+            "/admin/channels/{channel}/rollout",
+            admin_post(admin::rollout),
+        )
+        .route("/admin/versions/{version}/yank", admin_post(admin::yank))
+        .route(
+            "/admin/versions/{version}/unyank",
+            admin_post(admin::unyank),
+        )
+        .route("/admin/audit", get(admin::audit).fallback(admin::get_only))
         .route_layer(from_fn_with_state(state.clone(), admin::authorize))
+}
+
+/// A `POST` admin route: other methods get `405` with `Allow: POST`.
+fn admin_post<H, T>(handler: H) -> MethodRouter<AppState>
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    post(handler).fallback(admin::post_only)
 }
 
 /// The router of the separate admin listener (`admin_listen`).

@@ -61,6 +61,31 @@ pub async fn authorize(State(app): State<AppState>, mut req: Request, next: Next
     next.run(req).await
 }
 
+/// `405` for a method an admin route does not take, with the `Allow` of that route (the
+/// public routes' fallback allows `GET, HEAD`).
+fn wrong_method(allow: &'static str) -> Response {
+    let mut response = AppError::MethodNotAllowed.into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// The fallback of the `POST` routes.
+pub async fn post_only() -> Response {
+    wrong_method("POST")
+}
+
+/// The fallback of the `GET` routes.
+pub async fn get_only() -> Response {
+    wrong_method("GET, HEAD")
+}
+
+/// The fallback of the policy route.
+pub async fn get_or_put() -> Response {
+    wrong_method("GET, HEAD, PUT")
+}
+
 /// The store the manager changes.
 fn manager(app: &App) -> Result<Manager, AppError> {
     app.manager.clone().ok_or_else(|| AppError::Refused {

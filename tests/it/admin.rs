@@ -1110,3 +1110,37 @@ fn the_cli_mirrors_the_api() {
     }
     assert!(whos.iter().all(|w| w == "cli:carol"), "{whos:?}");
 }
+
+/// A known admin path with a method it does not take: `405` JSON naming the methods it does.
+#[tokio::test]
+async fn wrong_methods_are_405_with_allow() {
+    let fx = releases(Fixture::new());
+    let tokens = Tokens::new();
+    let router = release_edge::app(tokens.state(&fx, &Clock::manual()));
+    let reply = call(
+        &router,
+        "GET",
+        "/admin/channels/latest/halt",
+        Some(&tokens.alice),
+        None,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (reply.status.as_u16(), code(&reply).as_str()),
+        (405, "method_not_allowed")
+    );
+    assert_eq!(reply.header("allow"), "POST");
+    for (method, path, allow) in [
+        ("POST", "/admin/audit", "GET, HEAD"),
+        ("DELETE", "/admin/channels/latest/policy", "GET, HEAD, PUT"),
+    ] {
+        let reply = call(&router, method, path, Some(&tokens.alice), None, &[], None).await;
+        assert_eq!(
+            (reply.status.as_u16(), reply.header("allow")),
+            (405, allow),
+            "{method} {path}"
+        );
+    }
+}
