@@ -21,6 +21,10 @@ struct Manual {
     start_system: SystemTime,
     /// Nanoseconds advanced since `start`.
     offset: AtomicU64,
+    /// Wakes [`Clock::sleep`]ers when the clock moves.
+    moved: tokio::sync::Notify,
+    /// The duration of every [`Clock::sleep`] begun, in order.
+    sleeps: tokio::sync::watch::Sender<Vec<Duration>>,
 }
 
 impl Clock {
@@ -36,6 +40,8 @@ impl Clock {
                 start: Instant::now(),
                 start_system: SystemTime::now(),
                 offset: AtomicU64::new(0),
+                moved: tokio::sync::Notify::new(),
+                sleeps: tokio::sync::watch::Sender::new(Vec::new()),
             })),
         }
     }
@@ -67,7 +73,49 @@ impl Clock {
         if let Some(manual) = &self.manual {
             let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
             manual.offset.fetch_add(nanos, Ordering::SeqCst);
+            manual.moved.notify_waiters();
         }
+    }
+
+    /// Waits until `duration` has passed by this clock (a back-off between retries): a Tokio
+    /// sleep on the system clock; on a manual clock, until a test has advanced it that far.
+    pub async fn sleep(&self, duration: Duration) {
+        let Some(manual) = &self.manual else {
+            tokio::time::sleep(duration).await;
+            return;
+        };
+        let deadline = self.now() + duration;
+        manual.sleeps.send_modify(|sleeps| sleeps.push(duration));
+        loop {
+            let moved = manual.moved.notified();
+            tokio::pin!(moved);
+            // Registered before the check, so an advance between the two is not missed.
+            moved.as_mut().enable();
+            if self.now() >= deadline {
+                return;
+            }
+            moved.await;
+        }
+    }
+
+    /// On a manual clock, waits until `n` sleeps have begun on it: a test then knows that
+    /// the sleeper's deadline is set before it advances the clock. At once on the system
+    /// clock.
+    pub async fn until_sleeps(&self, n: usize) {
+        if let Some(manual) = &self.manual {
+            let mut sleeps = manual.sleeps.subscribe();
+            // The sender lives as long as `manual`: this ends when `n` have begun.
+            let _ = sleeps.wait_for(|sleeps| sleeps.len() >= n).await;
+        }
+    }
+
+    /// On a manual clock, the duration of every sleep begun so far (what a back-off
+    /// decided); empty on the system clock.
+    pub fn sleeps(&self) -> Vec<Duration> {
+        self.manual
+            .as_ref()
+            .map(|manual| manual.sleeps.borrow().clone())
+            .unwrap_or_default()
     }
 }
 
@@ -109,6 +157,26 @@ mod tests {
             Some(Duration::from_secs(90))
         );
         assert_eq!(clock.since(t0 + Duration::from_secs(100)), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_sleep_on_a_manual_clock_ends_when_the_clock_has_moved_far_enough() {
+        let clock = Clock::manual();
+        let sleeper = tokio::spawn({
+            let clock = clock.clone();
+            async move { clock.sleep(Duration::from_secs(10)).await }
+        });
+        clock.until_sleeps(1).await;
+        assert_eq!(clock.sleeps(), [Duration::from_secs(10)]);
+        clock.advance(Duration::from_secs(4));
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished(), "4 s of 10");
+        clock.advance(Duration::from_secs(6));
+        tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .expect("woken by the advance")
+            .unwrap();
+        clock.sleep(Duration::ZERO).await;
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Prices for the dashboard's cost estimate.
     pub cost: CostConfig,
+    /// The CDN in front, purged after every change (optional).
+    pub cdn: Option<CdnConfig>,
     /// HTTPS on `listen` (optional; plain HTTP without it).
     pub tls: Option<TlsConfig>,
 }
@@ -65,6 +67,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             log: LogConfig::default(),
             cost: CostConfig::default(),
+            cdn: None,
             tls: None,
         }
     }
@@ -327,6 +330,140 @@ pub struct CostConfig {
     pub egress_per_gib: Option<f64>,
 }
 
+/// Which CDN `[cdn]` purges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CdnKind {
+    /// Cloudflare's purge API: cache tags and URLs (`CLOUDFLARE_API_TOKEN`).
+    Cloudflare,
+    /// Amazon CloudFront's `CreateInvalidation` (credentials: the AWS chain).
+    Cloudfront,
+    /// Fastly's purge API: surrogate keys and URLs (`FASTLY_API_TOKEN`).
+    Fastly,
+    /// A POST of the change as JSON to `url` (`RELEASE_EDGE_CDN_WEBHOOK_TOKEN`, optional).
+    Webhook,
+}
+
+impl CdnKind {
+    /// The name used in logs and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CdnKind::Cloudflare => "cloudflare",
+            CdnKind::Cloudfront => "cloudfront",
+            CdnKind::Fastly => "fastly",
+            CdnKind::Webhook => "webhook",
+        }
+    }
+}
+
+/// `[cdn]`: the CDN in front of release-edge, whose copies of the changed mutable URLs are
+/// purged after `publish`, `rollback`, `mirror` and policy changes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdnConfig {
+    /// The provider.
+    pub kind: CdnKind,
+    /// cloudflare: the zone id (32 hex digits, on the zone's overview page).
+    #[serde(default)]
+    pub zone_id: Option<String>,
+    /// cloudfront: the distribution id (`E2QWRUHAPOMQZL`).
+    #[serde(default)]
+    pub distribution_id: Option<String>,
+    /// fastly: the service id.
+    #[serde(default)]
+    pub service_id: Option<String>,
+    /// webhook: the URL the change is POSTed to.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The provider's API base URL, when not the public one: cloudflare
+    /// `https://api.cloudflare.com/client/v4`, fastly `https://api.fastly.com`, cloudfront
+    /// the SDK's endpoint (a local stand-in in tests).
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// Prefix of the cache tags (Cloudflare `Cache-Tag`) and surrogate keys (Fastly
+    /// `Surrogate-Key`) the server puts on feed and `/latest` answers: `{prefix}{channel}`.
+    /// Default `release-edge-`.
+    #[serde(default = "default_cdn_tag_prefix")]
+    pub tag_prefix: String,
+    /// fastly: mark purged objects stale (`Fastly-Soft-Purge: 1`) instead of dropping them,
+    /// so that the origin is not stampeded. Default false.
+    #[serde(default)]
+    pub soft_purge: bool,
+    /// Attempts per purge request, the first included. Default 4.
+    #[serde(default = "default_cdn_attempts")]
+    pub attempts: u32,
+    /// Wait after the first failed attempt, doubled after each further one (a `Retry-After`
+    /// from the provider wins). Default 1 s.
+    #[serde(default = "default_cdn_backoff", with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Longest one purge request may take. Default 10 s.
+    #[serde(default = "default_cdn_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_cdn_tag_prefix() -> String {
+    "release-edge-".into()
+}
+
+fn default_cdn_attempts() -> u32 {
+    4
+}
+
+fn default_cdn_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_cdn_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl CdnConfig {
+    /// The id or URL the kind needs, present and well-formed; attempts and timeout sane.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_owned(),
+        };
+        let required = |value: &Option<String>, key: &'static str| match value {
+            Some(v) if !v.trim().is_empty() => Ok(()),
+            _ => Err(invalid(
+                key,
+                &format!("required when cdn.kind = \"{}\"", self.kind.as_str()),
+            )),
+        };
+        match self.kind {
+            CdnKind::Cloudflare => required(&self.zone_id, "cdn.zone_id")?,
+            CdnKind::Cloudfront => required(&self.distribution_id, "cdn.distribution_id")?,
+            CdnKind::Fastly => required(&self.service_id, "cdn.service_id")?,
+            CdnKind::Webhook => required(&self.url, "cdn.url")?,
+        }
+        for (key, url) in [("cdn.url", &self.url), ("cdn.api_url", &self.api_url)] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(invalid(key, "must be an http:// or https:// URL"));
+            }
+        }
+        let tag_ok = self
+            .tag_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        if !tag_ok || self.tag_prefix.len() > 64 {
+            return Err(invalid(
+                "cdn.tag_prefix",
+                "letters, digits, `-`, `_`, `.` and `:` only, at most 64 (no spaces or commas: they separate tags)",
+            ));
+        }
+        if self.attempts == 0 {
+            return Err(invalid("cdn.attempts", "must be at least 1"));
+        }
+        if self.timeout.is_zero() {
+            return Err(invalid("cdn.timeout", "must be more than 0"));
+        }
+        Ok(())
+    }
+}
+
 /// `[tls]`: serve HTTPS on `listen` with this certificate (rustls; TLS 1.2 and 1.3; ALPN
 /// `h2` and `http/1.1`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -358,6 +495,15 @@ pub struct Secrets {
     pub admin_tokens: Vec<AdminToken>,
     /// `GITHUB_TOKEN`, for private repositories and a higher rate limit.
     pub github_token: Option<SecretString>,
+    /// `CLOUDFLARE_API_TOKEN`: a Cloudflare API token with the zone's "Cache Purge" permission.
+    pub cloudflare_api_token: Option<SecretString>,
+    /// `FASTLY_API_TOKEN`: a Fastly API token with the `purge_select` scope.
+    pub fastly_api_token: Option<SecretString>,
+    /// `RELEASE_EDGE_CDN_WEBHOOK_TOKEN`: sent as `Authorization: Bearer` to the purge webhook.
+    pub cdn_webhook_token: Option<SecretString>,
+    /// AWS credentials for CloudFront given explicitly (tests with a local stand-in).
+    /// `None`, always, from the environment: CloudFront then uses the standard AWS chain.
+    pub cdn_aws_credentials: Option<aws_sdk_s3::config::Credentials>,
 }
 
 /// One admin token and the name the audit trail gives its holder.
@@ -406,14 +552,20 @@ impl Secrets {
     pub fn from_env() -> Self {
         let admin_tokens =
             AdminToken::parse_list(&std::env::var("RELEASE_EDGE_ADMIN_TOKENS").unwrap_or_default());
-        let github_token = std::env::var("GITHUB_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(SecretString::from);
+        let secret = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .map(SecretString::from)
+        };
         Self {
             s3_credentials: None,
             admin_tokens,
-            github_token,
+            github_token: secret("GITHUB_TOKEN"),
+            cloudflare_api_token: secret("CLOUDFLARE_API_TOKEN"),
+            fastly_api_token: secret("FASTLY_API_TOKEN"),
+            cdn_webhook_token: secret("RELEASE_EDGE_CDN_WEBHOOK_TOKEN"),
+            cdn_aws_credentials: None,
         }
     }
 }
@@ -433,6 +585,18 @@ impl fmt::Debug for Secrets {
             .field(
                 "s3_credentials",
                 &format_args!("{}", set(self.s3_credentials.is_some())),
+            )
+            .field(
+                "cloudflare_api_token",
+                &format_args!("{}", set(self.cloudflare_api_token.is_some())),
+            )
+            .field(
+                "fastly_api_token",
+                &format_args!("{}", set(self.fastly_api_token.is_some())),
+            )
+            .field(
+                "cdn_webhook_token",
+                &format_args!("{}", set(self.cdn_webhook_token.is_some())),
             )
             .finish()
     }
@@ -479,7 +643,7 @@ impl Config {
         figment.merge(
             Env::prefixed(ENV_PREFIX)
                 .split("__")
-                .ignore(&["admin_tokens"]),
+                .ignore(&["admin_tokens", "cdn_webhook_token"]),
         )
     }
 
@@ -596,6 +760,9 @@ impl Config {
                 "must be a price of 0 or more",
             ));
         }
+        if let Some(cdn) = &self.cdn {
+            cdn.validate()?;
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", "not a tracing filter directive"));
         }
@@ -699,6 +866,27 @@ mod tests {
                 ("[cost]\negress_per_gib = nan\n", "cost.egress_per_gib"),
                 ("[cost]\negress_per_gib = \"cheap\"\n", "egress_per_gib"),
                 ("[cost]\negress = 0.09\n", "egress"),
+                ("[cdn]\nkind = \"akamai\"\n", "kind"),
+                ("[cdn]\nkind = \"cloudflare\"\n", "cdn.zone_id"),
+                ("[cdn]\nkind = \"cloudfront\"\n", "cdn.distribution_id"),
+                ("[cdn]\nkind = \"fastly\"\n", "cdn.service_id"),
+                ("[cdn]\nkind = \"webhook\"\n", "cdn.url"),
+                (
+                    "[cdn]\nkind = \"webhook\"\nurl = \"hooks.example.com\"\n",
+                    "cdn.url",
+                ),
+                (
+                    "[cdn]\nkind = \"fastly\"\nservice_id = \"x\"\ntag_prefix = \"a b\"\n",
+                    "cdn.tag_prefix",
+                ),
+                (
+                    "[cdn]\nkind = \"fastly\"\nservice_id = \"x\"\nattempts = 0\n",
+                    "cdn.attempts",
+                ),
+                (
+                    "[cdn]\nkind = \"fastly\"\nservice_id = \"x\"\ntoken = \"t\"\n",
+                    "token",
+                ),
                 ("[tls]\ncert = \"c.pem\"\n", "key"),
                 ("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nkee = 1\n", "kee"),
                 (

@@ -4,15 +4,18 @@
 
 pub mod auth;
 pub mod cache;
+pub mod cdn;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod feeds;
 pub mod handlers;
 pub mod http;
+pub mod inventory;
 pub mod manage;
 pub mod metrics;
 pub mod middleware;
+pub mod mirror;
 pub mod origin;
 pub mod policy;
 pub mod publish;
@@ -25,6 +28,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod versions;
+pub mod writer;
 
 pub use router::build as app;
 pub use state::{App, AppState};

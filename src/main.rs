@@ -1,24 +1,26 @@
 //! The `release-edge` binary: parses the command line and hands off to the library.
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use std::time::SystemTime;
-
-use release_edge::config::{Config, Secrets};
-use release_edge::manage::{Actor, Change, Inventory, Manager};
-use release_edge::publish;
+use release_edge::cdn::{Cdn, Change, ChangeKind, PurgeError};
+use release_edge::clock::Clock;
+use release_edge::config::{Config, Secrets, StoreKind};
+use release_edge::manage::{self, Actor, Manager};
+use release_edge::metrics::Metrics;
+use release_edge::origin::github::GitHubOrigin;
 use release_edge::release::channel::Channel;
 use release_edge::release::policy::ChannelPolicy;
 use release_edge::server::{Server, shutdown_signal};
-use release_edge::store::Precondition;
-use release_edge::store::Store;
-use release_edge::{App, telemetry};
+use release_edge::store::{Precondition, Store};
+use release_edge::{App, inventory, mirror, publish, telemetry};
 
 /// A release-distribution server for desktop apps.
 #[derive(Parser)]
@@ -69,6 +71,42 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Copy the GitHub releases of `[github]` into the store: artifacts first, each checked
+    /// against the release's manifests, channel files last. Resumable and idempotent.
+    Mirror {
+        /// Copy from GitHub Releases (the one source there is).
+        #[arg(long, required = true)]
+        from_github: bool,
+        /// Only releases of this version or newer (and those a channel file comes from).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this channel's releases and channel files.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Where downloads wait until verified and the list of releases is kept between runs
+        /// (default: release-edge-mirror/{owner}-{repo} in the system's temporary directory).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Config file naming the store and the repository.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List every version and where it lives (in the store, on GitHub, or both), then each
+    /// channel: what it serves, its current and previous release, its policy.
+    Status {
+        /// Print JSON (the versions) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only this channel in the channels' part.
+        #[arg(long)]
+        channel: Option<String>,
+        /// The mirror's work directory, whose cached list of releases is revalidated.
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Config file naming the store and the repository.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Show or replace a channel's release policy (policy/{channel}.json).
     Policy {
         #[command(subcommand)]
@@ -109,19 +147,6 @@ enum Command {
         /// The channel (default: the version's own).
         #[arg(long)]
         channel: Option<String>,
-        /// Config file naming the store (default: config/release-edge.toml when it exists).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-    /// Channels (what each serves, its current and previous release, its policy) and
-    /// versions (their files and where they live).
-    Status {
-        /// Only this channel.
-        #[arg(long)]
-        channel: Option<String>,
-        /// The whole inventory as JSON (what GET /admin/releases answers).
-        #[arg(long)]
-        json: bool,
         /// Config file naming the store (default: config/release-edge.toml when it exists).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -171,6 +196,9 @@ enum PolicyAction {
     },
 }
 
+/// Exit status of a command that did its work but could not purge the CDN.
+const EXIT_PURGE_FAILED: u8 = 3;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -186,42 +214,103 @@ fn main() -> ExitCode {
             channel,
             config,
             dir,
-        } => with_store(config, |store| async move {
-            let summary = publish::publish(&store, &dir, &version, &channel).await?;
+        } => with_tools(config, |tools| async move {
+            let summary = publish::publish(&tools.store, &dir, &version, &channel).await?;
             println!(
                 "published {version} on {channel}: {} uploaded, {} already there; {}",
                 summary.uploaded.len(),
                 summary.unchanged.len(),
                 summary.channel_manifests.join(", ")
             );
-            Ok(())
+            tools
+                .purge(Change {
+                    kind: ChangeKind::Publish,
+                    channels: BTreeSet::from([Channel::parse(&channel)?]),
+                    files: summary.channel_manifests.into_iter().collect(),
+                })
+                .await
         }),
         Command::Rollback {
             channel,
             to,
             config,
-        } => with_manager(config, |manager| async move {
-            let written = manager
+        } => with_tools(config, |tools| async move {
+            let written = Manager::new(tools.store.clone())
                 .rollback(&channel, &to, &Actor::cli(), SystemTime::now())
                 .await?;
             println!("{channel} now serves {to}: {}", written.join(", "));
-            Ok(())
+            tools
+                .purge(Change {
+                    kind: ChangeKind::Rollback,
+                    channels: BTreeSet::from([Channel::parse(&channel)?]),
+                    files: written.into_iter().collect(),
+                })
+                .await
+        }),
+        Command::Mirror {
+            from_github: _,
+            since,
+            channel,
+            work_dir,
+            config,
+        } => with_tools(config, |tools| async move {
+            let github = tools.github()?;
+            let repo = tools.config.github.as_ref().context("no [github]")?;
+            let options = mirror::Options {
+                since: since
+                    .map(|s| {
+                        release_edge::release::parse_version(&s)
+                            .with_context(|| format!("--since `{s}` is not a semver version"))
+                    })
+                    .transpose()?,
+                channel: channel.as_deref().map(Channel::parse).transpose()?,
+                work_dir: work_dir
+                    .unwrap_or_else(|| mirror::Options::default_work_dir(&repo.owner, &repo.repo)),
+            };
+            let report = mirror::mirror(&tools.store, &github, &options, &tools.clock).await?;
+            for (version, channel, outcome) in &report.releases {
+                let what = match outcome {
+                    mirror::Outcome::InStore => "already in the store".to_owned(),
+                    mirror::Outcome::Copied { files, bytes } => format!(
+                        "copied {} file(s), {}",
+                        files.len(),
+                        inventory::human_bytes(*bytes)
+                    ),
+                    mirror::Outcome::Refused(reason) => format!("REFUSED: {reason}"),
+                };
+                println!("v{version} ({channel}): {what}");
+            }
+            for note in &report.kept {
+                println!("kept {note}");
+            }
+            println!(
+                "channel files written: {}; downloaded from GitHub: {}",
+                if report.channel_files.is_empty() {
+                    "none".to_owned()
+                } else {
+                    report.channel_files.join(", ")
+                },
+                inventory::human_bytes(report.downloaded)
+            );
+            let purged = tools.purge(report.change()).await;
+            anyhow::ensure!(
+                !report.failed(),
+                "some releases were refused (above); nothing of them was written"
+            );
+            purged
         }),
         Command::Policy { action } => policy_command(action),
         Command::Halt(target) => with_channel(target, |m, channel, who, at| async move {
-            print_change(&m.halt(&channel, &who, at).await?);
-            Ok(())
+            m.halt(&channel, &who, at).await
         }),
         Command::Resume(target) => with_channel(target, |m, channel, who, at| async move {
-            print_change(&m.resume(&channel, &who, at).await?);
-            Ok(())
+            m.resume(&channel, &who, at).await
         }),
         Command::Rollout { percentage, target } => {
             with_channel(target, |m, channel, who, at| async move {
                 let value = serde_json::from_str(&percentage)
                     .unwrap_or(serde_json::Value::String(percentage));
-                print_change(&m.rollout(&channel, &value, &who, at).await?);
-                Ok(())
+                m.rollout(&channel, &value, &who, at).await
             })
         }
         Command::Yank {
@@ -229,8 +318,8 @@ fn main() -> ExitCode {
             reason,
             channel,
             config,
-        } => with_manager(config, |m| async move {
-            let change = m
+        } => with_tools(config, |tools| async move {
+            let change = Manager::new(tools.store.clone())
                 .yank(
                     &version,
                     channel.as_deref(),
@@ -239,15 +328,14 @@ fn main() -> ExitCode {
                     SystemTime::now(),
                 )
                 .await?;
-            print_change(&change);
-            Ok(())
+            changed(&tools, &change).await
         }),
         Command::Unyank {
             version,
             channel,
             config,
-        } => with_manager(config, |m| async move {
-            let change = m
+        } => with_tools(config, |tools| async move {
+            let change = Manager::new(tools.store.clone())
                 .unyank(
                     &version,
                     channel.as_deref(),
@@ -255,25 +343,59 @@ fn main() -> ExitCode {
                     SystemTime::now(),
                 )
                 .await?;
-            print_change(&change);
-            Ok(())
+            changed(&tools, &change).await
         }),
         Command::Status {
-            channel,
             json,
+            channel,
+            work_dir,
             config,
-        } => with_manager(config, |m| async move {
-            let inventory = m.inventory().await?;
+        } => with_tools(config, |tools| async move {
+            let store = inventory::store_versions(&tools.store).await?;
+            let github = match &tools.config.github {
+                Some(repo) => {
+                    let work_dir = work_dir.unwrap_or_else(|| {
+                        mirror::Options::default_work_dir(&repo.owner, &repo.repo)
+                    });
+                    let cached = mirror::cached_list(&work_dir).await;
+                    match tools.github()?.list_every_release(cached.as_ref()).await {
+                        Ok(list) => list.servable(),
+                        // GitHub unreachable or rate-limited: the list the mirror kept.
+                        Err(err) => match cached {
+                            Some(list) => {
+                                eprintln!(
+                                    "GitHub: {err}; showing its releases as the last mirror run saw them"
+                                );
+                                list.servable()
+                            }
+                            None => {
+                                return Err(anyhow::Error::new(err)
+                                    .context("listing the releases on GitHub"));
+                            }
+                        },
+                    }
+                }
+                None => Vec::new(),
+            };
+            let locations = inventory::locate(&store, &github);
             if json {
-                println!("{}", serde_json::to_string_pretty(&inventory)?);
+                println!("{}", serde_json::to_string_pretty(&locations)?);
             } else {
-                print_status(&inventory, channel.as_deref());
+                print!("{}", inventory::render(&locations));
+                let inventory = Manager::new(tools.store.clone())
+                    .inventory(&locations)
+                    .await?;
+                print_channels(&inventory, channel.as_deref());
             }
             Ok(())
         }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if matches!(err.downcast_ref(), Some(PurgeError::Failed { .. })) => {
+            eprintln!("release-edge: {err:#}");
+            ExitCode::from(EXIT_PURGE_FAILED)
+        }
         Err(err) => {
             eprintln!("release-edge: {err:#}");
             ExitCode::from(2)
@@ -312,61 +434,145 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     })
 }
 
-/// Runs a store command on a small runtime (the CLI does not need the server's).
-fn with_store<F, Fut>(config: Option<PathBuf>, run: F) -> anyhow::Result<()>
+/// What a store command works with.
+struct Tools {
+    config: Config,
+    secrets: Secrets,
+    store: Store,
+    cdn: Option<Cdn>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+}
+
+impl Tools {
+    /// The GitHub origin of `[github]`, with `GITHUB_TOKEN`.
+    fn github(&self) -> anyhow::Result<GitHubOrigin> {
+        let repo = self.config.github.as_ref().context(
+            "no [github] repository is configured (github.owner and github.repo, or RELEASE_EDGE_GITHUB__OWNER and RELEASE_EDGE_GITHUB__REPO)",
+        )?;
+        GitHubOrigin::new(
+            repo,
+            &self.config.cache,
+            self.secrets.github_token.clone(),
+            self.clock.clone(),
+            self.metrics.clone(),
+        )
+        .context("GitHub")
+    }
+
+    /// Purges what `change` changed on the CDN, when `[cdn]` is configured; a failure is an
+    /// error of its own kind (exit status 3: the change itself is done).
+    async fn purge(&self, change: Change) -> anyhow::Result<()> {
+        let Some(cdn) = &self.cdn else {
+            return Ok(());
+        };
+        if change.is_empty() {
+            return Ok(());
+        }
+        match cdn.purge(&change).await {
+            Ok(targets) => {
+                let mut what = targets.tags;
+                what.extend(targets.urls);
+                if cdn.kind() == release_edge::config::CdnKind::Cloudfront {
+                    what = targets.paths;
+                }
+                println!("purged on {}: {}", cdn.kind().as_str(), what.join(", "));
+                Ok(())
+            }
+            Err(err) => Err(anyhow::Error::new(err).context(
+                "the change is made, but the CDN was not purged: it serves its old copies until they expire (purge by hand, or run the command again)",
+            )),
+        }
+    }
+}
+
+/// Runs a store command on a small runtime (the CLI does not need the server's), with the
+/// CDN checked before anything is changed.
+fn with_tools<F, Fut>(config: Option<PathBuf>, run: F) -> anyhow::Result<()>
 where
-    F: FnOnce(Store) -> Fut,
+    F: FnOnce(Tools) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let config = Config::load(config.as_deref()).context("configuration")?;
+    telemetry::init(&config.log);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
+        anyhow::ensure!(
+            config.store.kind != StoreKind::None,
+            "this command needs a store (store.kind = \"fs\" or \"s3\")"
+        );
         let store =
             Store::from_config(&config.store, &config.cache).context("opening the store")?;
-        run(store).await
+        let secrets = Secrets::from_env();
+        let clock = Clock::system();
+        let metrics = Arc::new(Metrics::new()?);
+        let cdn = Cdn::from_config(&config, &secrets, clock.clone(), metrics.clone())?;
+        run(Tools {
+            config,
+            secrets,
+            store,
+            cdn,
+            clock,
+            metrics,
+        })
+        .await
     })
 }
 
-/// Runs a release manager's command against the configured store.
-fn with_manager<F, Fut>(config: Option<PathBuf>, run: F) -> anyhow::Result<()>
-where
-    F: FnOnce(Manager) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    with_store(config, |store| run(Manager::new(store)))
-}
-
-/// Runs a change of one channel's policy, as the CLI's user, now.
+/// Runs a change of one channel's policy, as the CLI's user, now; prints it and purges the
+/// CDN's copies of the channel's answers when it changed something.
 fn with_channel<F, Fut>(target: ChannelArgs, run: F) -> anyhow::Result<()>
 where
     F: FnOnce(Manager, Channel, Actor, SystemTime) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
+    Fut: std::future::Future<Output = Result<manage::Change, manage::ManageError>>,
 {
     let channel = Channel::parse(&target.channel)?;
-    with_manager(target.config, |m| {
-        run(m, channel, Actor::cli(), SystemTime::now())
+    with_tools(target.config, |tools| async move {
+        let manager = Manager::new(tools.store.clone());
+        let change = run(manager, channel, Actor::cli(), SystemTime::now()).await?;
+        changed(&tools, &change).await
     })
+}
+
+/// Prints a policy change; purges the CDN when it changed something.
+async fn changed(tools: &Tools, change: &manage::Change) -> anyhow::Result<()> {
+    let verb = if change.changed { "now" } else { "unchanged" };
+    println!(
+        "policy/{}.json ({}, {verb}):\n{}",
+        change.channel,
+        change.action,
+        serde_json::to_string_pretty(&change.after.to_json()).unwrap_or_default()
+    );
+    if !change.changed {
+        return Ok(());
+    }
+    tools
+        .purge(Change::channel(ChangeKind::Policy, change.channel.clone()))
+        .await
 }
 
 fn policy_command(action: PolicyAction) -> anyhow::Result<()> {
     match action {
-        PolicyAction::Show(target) => with_channel(target, |m, channel, _, _| async move {
-            let stored = m.policy(&channel).await?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&stored.policy.to_json())?
-            );
-            match stored.etag {
-                Some(etag) => eprintln!("# policy/{channel}.json, ETag {etag}"),
-                None => {
-                    eprintln!("# policy/{channel}.json does not exist yet (the defaults above)")
+        PolicyAction::Show(target) => {
+            let channel = Channel::parse(&target.channel)?;
+            with_tools(target.config, |tools| async move {
+                let stored = Manager::new(tools.store.clone()).policy(&channel).await?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&stored.policy.to_json())?
+                );
+                match stored.etag {
+                    Some(etag) => eprintln!("# policy/{channel}.json, ETag {etag}"),
+                    None => {
+                        eprintln!("# policy/{channel}.json does not exist yet (the defaults above)")
+                    }
                 }
-            }
-            Ok(())
-        }),
+                Ok(())
+            })
+        }
         PolicyAction::Set {
             file,
             if_match,
@@ -374,10 +580,13 @@ fn policy_command(action: PolicyAction) -> anyhow::Result<()> {
         } => with_channel(target, |m, channel, who, at| async move {
             let bytes = if file.as_os_str() == "-" {
                 let mut buf = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                    .map_err(|e| manage::ManageError::Other(format!("reading stdin: {e}")))?;
                 buf
             } else {
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
+                std::fs::read(&file).map_err(|e| {
+                    manage::ManageError::Other(format!("reading {}: {e}", file.display()))
+                })?
             };
             let policy = ChannelPolicy::parse(&bytes)?;
             let precondition = match if_match {
@@ -388,31 +597,21 @@ fn policy_command(action: PolicyAction) -> anyhow::Result<()> {
                     None => Precondition::Absent,
                 },
             };
-            print_change(
-                &m.replace(&channel, policy, Some(precondition), &who, at)
-                    .await?,
-            );
-            Ok(())
+            m.replace(&channel, policy, Some(precondition), &who, at)
+                .await
         }),
     }
 }
 
-fn print_change(change: &Change) {
-    let verb = if change.changed { "now" } else { "unchanged" };
-    println!(
-        "policy/{}.json ({}, {verb}):\n{}",
-        change.channel,
-        change.action,
-        serde_json::to_string_pretty(&change.after.to_json()).unwrap_or_default()
-    );
-}
-
-fn print_status(inventory: &Inventory, only: Option<&str>) {
+/// The channels' part of `status`: what each serves, its current and previous release,
+/// its policy.
+fn print_channels(inventory: &manage::Inventory, only: Option<&str>) {
     for channel in inventory
         .channels
         .iter()
         .filter(|c| only.is_none_or(|o| o == c.channel))
     {
+        println!();
         println!("channel {}", channel.channel);
         println!(
             "  current: {}   previous: {}",
@@ -427,24 +626,6 @@ fn print_status(inventory: &Inventory, only: Option<&str>) {
             "  policy: {}",
             serde_json::to_string(&channel.policy).unwrap_or_default()
         );
-    }
-    if only.is_none() {
-        for version in &inventory.versions {
-            let files: usize = version.files.values().map(Vec::len).sum();
-            println!(
-                "version {} [{}] channels: {}; {files} files; in: {}",
-                version.version,
-                version
-                    .files
-                    .keys()
-                    .filter(|p| **p != "other")
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                version.channels.join(", "),
-                version.locations.join(", ")
-            );
-        }
     }
 }
 

@@ -18,6 +18,7 @@ use semver::Version;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::inventory::{Location, Place};
 use crate::publish;
 use crate::release::channel::{Channel, InvalidChannel};
 use crate::release::electron::ChannelFile;
@@ -693,7 +694,9 @@ impl Manager {
     /// What the store holds: every channel (what it serves, its current and previous
     /// release under its policy, its policy) and every version (its channels, its files by
     /// platform, where it lives). `GET /admin/releases` and `release-edge status`.
-    pub async fn inventory(&self) -> Result<Inventory, ManageError> {
+    /// `locations`: where each version lives ([`crate::inventory`]: the store, GitHub or
+    /// both); a version only on GitHub is listed too.
+    pub async fn inventory(&self, locations: &[Location]) -> Result<Inventory, ManageError> {
         let holdings = self.holdings().await?;
         let mut names: BTreeSet<Channel> = holdings.channels.keys().cloned().collect();
         for name in self
@@ -731,12 +734,17 @@ impl Manager {
                 policy_etag: stored.etag,
             });
         }
-        let versions = holdings
+        let place = |version: &Version| {
+            locations
+                .iter()
+                .find(|l| &l.version == version)
+                .map_or(Place::Store, |l| l.place)
+        };
+        let mut versions: Vec<VersionStatus> = holdings
             .files
             .iter()
-            .rev()
             .map(|(version, files)| VersionStatus {
-                version: version.to_string(),
+                version: version.clone(),
                 channels: holdings
                     .channels
                     .iter()
@@ -744,18 +752,24 @@ impl Manager {
                     .map(|(channel, _)| channel.to_string())
                     .collect(),
                 files: files_by_platform(files),
-                locations: locations(version),
+                place: place(version),
             })
             .collect();
+        // Only on GitHub: served only while GitHub answers (`mirror` copies it).
+        versions.extend(
+            locations
+                .iter()
+                .filter(|l| l.place == Place::GitHub)
+                .map(|l| VersionStatus {
+                    version: l.version.clone(),
+                    channels: vec![l.channel.to_string()],
+                    files: BTreeMap::new(),
+                    place: Place::GitHub,
+                }),
+        );
+        versions.sort_by(|a, b| b.version.cmp(&a.version));
         Ok(Inventory { channels, versions })
     }
-}
-
-/// Where a version lives. Today: the store (the listing this comes from is the store's).
-/// The GitHub origin adds `"github"` for a version that is a GitHub release too (and
-/// versions only GitHub has), so that `status` shows what `mirror` would copy.
-fn locations(_version: &Version) -> Vec<&'static str> {
-    vec!["store"]
 }
 
 /// A version's files by platform (`darwin`, `win32`, `linux`), installers and update
@@ -805,13 +819,18 @@ pub struct ChannelStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct VersionStatus {
     /// The version.
-    pub version: String,
-    /// The channels it has channel files for.
+    #[serde(serialize_with = "as_text")]
+    pub version: Version,
+    /// The channels it has channel files for (a GitHub-only version: its GitHub channel).
     pub channels: Vec<String>,
-    /// Its files by platform.
+    /// Its files in the store, by platform.
     pub files: BTreeMap<&'static str, Vec<String>>,
-    /// Where it lives: `store` (and `github` once the GitHub origin reports it).
-    pub locations: Vec<&'static str>,
+    /// Where it lives: `store`, `github` or `both` (as `release-edge status` says).
+    pub place: Place,
+}
+
+fn as_text<S: serde::Serializer>(version: &Version, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(version)
 }
 
 /// What the store holds.

@@ -8,11 +8,9 @@
 //! publish killed at any point leaves the release served before intact.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use base64::Engine;
 use bytes::Bytes;
 use serde_norway::Value;
@@ -21,20 +19,10 @@ use crate::release::MAX_MANIFEST_BYTES;
 use crate::release::channel::Channel;
 use crate::release::electron::ChannelFile;
 use crate::release::parse_version;
-use crate::store::{ObjectKey, Store};
+use crate::store::Store;
+use crate::writer::{self, channel_key, version_key};
 
-/// A file to upload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Artifact {
-    /// File name, the same in the folder and under `releases/v{X}/`.
-    pub name: String,
-    /// Where it is.
-    pub path: PathBuf,
-    /// Its size.
-    pub size: u64,
-    /// Its SHA-512.
-    pub sha512: [u8; 64],
-}
+pub use crate::writer::Artifact;
 
 /// A channel file of the folder, checked.
 #[derive(Debug, Clone)]
@@ -214,10 +202,6 @@ fn render(doc: &Value) -> anyhow::Result<Bytes> {
     Ok(Bytes::from(text + "\n"))
 }
 
-fn key(path: String) -> anyhow::Result<ObjectKey> {
-    ObjectKey::from_trusted(path.clone()).map_err(|e| anyhow::anyhow!("bad key {path}: {e}"))
-}
-
 /// What a publish did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -242,69 +226,30 @@ pub async fn publish(
     let (version_text, channel_text) = (version.to_owned(), channel.to_owned());
     let plan =
         tokio::task::spawn_blocking(move || plan(&dir, &version_text, &channel_text)).await??;
-    let version = plan.version.to_string();
+    let version = &plan.version;
     let mut summary = Summary::default();
 
     // 1. Check before writing anything: same-named artifacts must hold the same bytes, and
     //    the channel must not move backwards (that is what `rollback` is for).
-    let mut to_upload = Vec::new();
-    for artifact in &plan.artifacts {
-        let key = key(format!("releases/v{version}/{}", artifact.name))?;
-        match store.sha512(&key).await? {
-            None => to_upload.push((key, artifact)),
-            Some(existing) if existing == artifact.sha512 => {
-                summary.unchanged.push(artifact.name.clone())
-            }
-            Some(_) => bail!(
-                "refusing to overwrite {key} with different bytes: a published artifact never changes (publish a new version)"
-            ),
-        }
-    }
+    let uploads = writer::check_artifacts(store, version, &plan.artifacts).await?;
+    summary.unchanged.clone_from(&uploads.unchanged);
     for manifest in &plan.manifests {
-        let current = key(format!("releases/latest/{}", manifest.file_name))?;
-        if let Some(bytes) = store.get_bytes(&current, MAX_MANIFEST_BYTES).await? {
-            let served = serde_norway::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|doc| {
-                    doc.get("version")
-                        .and_then(Value::as_str)
-                        .and_then(parse_version)
-                });
-            if let Some(served) = served {
-                ensure!(
-                    served.cmp_precedence(&plan.version) != std::cmp::Ordering::Greater,
-                    "{current} serves {served}, newer than {version}; use `release-edge rollback` to serve an older version"
-                );
-            }
+        if let Some((_, Some(served))) = writer::served(store, &manifest.file_name).await? {
+            ensure!(
+                served.cmp_precedence(version) != std::cmp::Ordering::Greater,
+                "releases/latest/{} serves {served}, newer than {version}; use `release-edge rollback` to serve an older version",
+                manifest.file_name
+            );
         }
     }
 
     // 2. Artifacts first: nothing points at them yet.
-    let total: u64 = to_upload.iter().map(|(_, a)| a.size).sum();
-    let bar = progress_bar(total);
-    let mut base = 0u64;
-    for (key, artifact) in to_upload {
-        let progress: crate::store::Progress = {
-            let bar = bar.clone();
-            Arc::new(move |done| bar.set_position(base + done))
-        };
-        bar.set_message(artifact.name.clone());
-        store
-            .put_file(&key, &artifact.path, Some(artifact.sha512), progress)
-            .await
-            .with_context(|| format!("uploading {key}"))?;
-        base += artifact.size;
-        if bar.is_hidden() {
-            eprintln!("uploaded {key} ({} bytes)", artifact.size);
-        }
-        summary.uploaded.push(artifact.name.clone());
-    }
-    bar.finish_and_clear();
+    summary.uploaded = writer::upload(store, uploads).await?;
 
     // 3. The version's channel files, merged with another arch's; 4. then the channel's.
     let mut rendered = Vec::new();
     for manifest in &plan.manifests {
-        let version_key = key(format!("releases/v{version}/{}", manifest.file_name))?;
+        let version_key = version_key(version, &manifest.file_name)?;
         let bytes = match store.get_bytes(&version_key, MAX_MANIFEST_BYTES).await? {
             Some(existing) if existing != manifest.bytes => {
                 let existing: Value = serde_norway::from_slice(&existing)
@@ -313,35 +258,16 @@ pub async fn publish(
             }
             _ => manifest.bytes.clone(),
         };
-        store
-            .put_bytes(&version_key, bytes.clone())
-            .await
-            .with_context(|| format!("writing {version_key}"))?;
+        writer::put_manifest(store, &version_key, bytes.clone()).await?;
         summary.version_manifests.push(version_key.to_string());
         rendered.push((manifest.file_name.clone(), bytes));
     }
     for (file_name, bytes) in rendered {
-        let latest = key(format!("releases/latest/{file_name}"))?;
-        store
-            .put_bytes(&latest, bytes)
-            .await
-            .with_context(|| format!("writing {latest}"))?;
+        let latest = channel_key(&file_name)?;
+        writer::put_manifest(store, &latest, bytes).await?;
         summary.channel_manifests.push(latest.to_string());
     }
     Ok(summary)
-}
-
-fn progress_bar(total: u64) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
 }
 
 /// Serves version `to` on `channel` again: copies its channel files from `releases/v{to}/`
@@ -362,16 +288,13 @@ pub async fn rollback(store: &Store, channel: &str, to: &str) -> anyhow::Result<
     );
     let mut written = Vec::new();
     for name in names {
-        let from = key(format!("{dir}/{name}"))?;
+        let from = version_key(&version, &name)?;
         let bytes = store
             .get_bytes(&from, MAX_MANIFEST_BYTES)
             .await?
             .with_context(|| format!("{from} disappeared"))?;
-        let to = key(format!("releases/latest/{name}"))?;
-        store
-            .put_bytes(&to, bytes)
-            .await
-            .with_context(|| format!("writing {to}"))?;
+        let to = channel_key(&name)?;
+        writer::put_manifest(store, &to, bytes).await?;
         written.push(to.to_string());
     }
     Ok(written)

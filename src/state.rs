@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::auth::{AdminTokens, FailureLimiter};
 use crate::cache::ManifestCache;
+use crate::cdn::Cdn;
 use crate::clock::Clock;
 use crate::config::{Config, Secrets};
 use crate::manage::Manager;
@@ -57,6 +58,9 @@ pub struct App {
     pub admin_failures: FailureLimiter,
     /// The release manager's operations on the store (none without a store).
     pub manager: Option<Manager>,
+    /// The CDN in front (`[cdn]`): purged after changes (rollback, policy), and the labels
+    /// feed answers carry for it.
+    pub cdn: Option<Cdn>,
 }
 
 impl App {
@@ -91,6 +95,7 @@ impl App {
         if let Some(price) = config.cost.egress_per_gib {
             metrics.export_egress_cost(price)?;
         }
+        let cdn = Cdn::from_config(&config, &secrets, clock.clone(), metrics.clone())?;
         let known_versions = KnownVersions::new(
             origins.clone(),
             clock.clone(),
@@ -115,6 +120,7 @@ impl App {
             admin_tokens,
             admin_failures,
             manager,
+            cdn,
         })))
     }
 

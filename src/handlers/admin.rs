@@ -14,6 +14,9 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
 
+use std::collections::BTreeSet;
+
+use crate::cdn;
 use crate::error::AppError;
 use crate::handlers::update::client_address;
 use crate::manage::{AUDIT_DEFAULT, Actor, Change, Manager};
@@ -113,10 +116,12 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, AppError> {
 }
 
 /// Makes a change visible on this node now: its cached policy dropped, the gauges set, the
-/// change counted.
-async fn changed(app: &App, change: &Change) {
+/// change counted, the CDN's copies of the channel's answers purged (`[cdn]`). What the
+/// purge did, for the answer: a failure is reported there (and logged, and counted in
+/// `release_edge_cdn_purges_total`), never hidden; the change itself is made.
+async fn changed(app: &App, change: &Change) -> Option<serde_json::Value> {
     if !change.changed {
-        return;
+        return None;
     }
     app.manifests
         .invalidate(&ObjectKey::policy(&change.channel))
@@ -124,15 +129,37 @@ async fn changed(app: &App, change: &Change) {
     app.metrics
         .set_rollout(change.channel.as_str(), change.after.rollout);
     count(app, change.action);
+    let cdn = app.cdn.as_ref()?;
+    Some(purge_report(
+        cdn.purge_channel(&change.channel, cdn::ChangeKind::Policy)
+            .await
+            .map(|_| ()),
+    ))
+}
+
+/// What a CDN purge did, for the answer: `{"purged": true}` or the failure.
+fn purge_report(purged: Result<(), cdn::PurgeError>) -> serde_json::Value {
+    match purged {
+        Ok(()) => json!({ "purged": true }),
+        Err(err) => json!({
+            "purged": false,
+            "error": format!("the change is made, but the CDN was not purged: {err}; it serves its old copies until they expire (purge by hand)"),
+        }),
+    }
 }
 
 fn count(app: &App, action: &str) {
     app.metrics.admin_changes.with_label_values(&[action]).inc();
 }
 
-/// The answer to a change: the policy now, its ETag in `ETag` too.
-fn change_response(change: &Change) -> Response {
-    let mut response = Json(change.to_json()).into_response();
+/// The answer to a change: the policy now, its ETag in `ETag` too, and what the CDN purge
+/// did (when there is a CDN).
+fn change_response(change: &Change, cdn: Option<serde_json::Value>) -> Response {
+    let mut body = change.to_json();
+    if let Some(cdn) = cdn {
+        body["cdn"] = cdn;
+    }
+    let mut response = Json(body).into_response();
     if let Some(etag) = change
         .etag
         .as_deref()
@@ -156,7 +183,8 @@ fn now(app: &App) -> std::time::SystemTime {
 
 /// `GET /admin/releases`: channels, versions, their files and policies.
 pub async fn releases(State(app): State<AppState>) -> Result<Response, AppError> {
-    let inventory = manager(&app)?.inventory().await?;
+    let locations = crate::inventory::gather(&app.origins).await?;
+    let inventory = manager(&app)?.inventory(&locations).await?;
     Ok(no_store(Json(inventory).into_response()))
 }
 
@@ -231,8 +259,8 @@ pub async fn put_policy(
     let change = manager(&app)?
         .replace(&channel, policy, precondition, &actor, now(&app))
         .await?;
-    changed(&app, &change).await;
-    Ok(change_response(&change))
+    let cdn = changed(&app, &change).await;
+    Ok(change_response(&change, cdn))
 }
 
 /// `POST /admin/channels/{channel}/halt`.
@@ -244,8 +272,8 @@ pub async fn halt(
     let change = manager(&app)?
         .halt(&channel(&name)?, &actor, now(&app))
         .await?;
-    changed(&app, &change).await;
-    Ok(change_response(&change))
+    let cdn = changed(&app, &change).await;
+    Ok(change_response(&change, cdn))
 }
 
 /// `POST /admin/channels/{channel}/resume`.
@@ -257,8 +285,8 @@ pub async fn resume(
     let change = manager(&app)?
         .resume(&channel(&name)?, &actor, now(&app))
         .await?;
-    changed(&app, &change).await;
-    Ok(change_response(&change))
+    let cdn = changed(&app, &change).await;
+    Ok(change_response(&change, cdn))
 }
 
 /// The body of `/rollout`.
@@ -280,8 +308,8 @@ pub async fn rollout(
     let change = manager(&app)?
         .rollout(&channel, &percentage, &actor, now(&app))
         .await?;
-    changed(&app, &change).await;
-    Ok(change_response(&change))
+    let cdn = changed(&app, &change).await;
+    Ok(change_response(&change, cdn))
 }
 
 /// `?channel=` of the version routes: by default the version's own channel.
@@ -316,8 +344,8 @@ pub async fn yank(
             now(&app),
         )
         .await?;
-    changed(&app, &change).await;
-    Ok(change_response(&change))
+    let cdn = changed(&app, &change).await;
+    Ok(change_response(&change, cdn))
 }
 
 /// `POST /admin/versions/{version}/unyank` (`?channel=`).
@@ -330,8 +358,8 @@ pub async fn unyank(
     let change = manager(&app)?
         .unyank(&version, query.channel.as_deref(), &actor, now(&app))
         .await?;
-    changed(&app, &change).await;
-    Ok(change_response(&change))
+    let cdn = changed(&app, &change).await;
+    Ok(change_response(&change, cdn))
 }
 
 /// The body of `/rollback`.
@@ -358,9 +386,18 @@ pub async fn rollback(
         }
     }
     count(&app, "rollback");
-    Ok(no_store(
-        Json(json!({ "channel": channel, "version": version, "written": written })).into_response(),
-    ))
+    let mut body = json!({ "channel": channel, "version": version, "written": written });
+    if let Ok(parsed) = Channel::parse(&channel) {
+        let change = cdn::Change {
+            kind: cdn::ChangeKind::Rollback,
+            channels: BTreeSet::from([parsed]),
+            files: written.into_iter().collect(),
+        };
+        if let Some(cdn) = &app.cdn {
+            body["cdn"] = purge_report(cdn.purge(&change).await.map(|_| ()));
+        }
+    }
+    Ok(no_store(Json(body).into_response()))
 }
 
 /// The body of `/cache/purge`: no keys purges everything.

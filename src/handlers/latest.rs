@@ -11,6 +11,7 @@ use crate::feeds;
 use crate::handlers::update::rollout_identity;
 use crate::release::channel::Channel;
 use crate::release::platform::{Format, Hints, detect};
+use crate::response::feed::label_for_cdn;
 use crate::state::AppState;
 
 /// What a cacheable (URL-only) answer may be shared for.
@@ -116,7 +117,7 @@ async fn redirect(
     };
     let location = HeaderValue::from_str(&file.url)
         .map_err(|e| AppError::Internal(format!("unencodable download URL: {e}")))?;
-    Ok((
+    let response = (
         StatusCode::FOUND,
         [
             (header::LOCATION, location),
@@ -131,5 +132,6 @@ async fn redirect(
             ),
         ],
     )
-        .into_response())
+        .into_response();
+    Ok(label_for_cdn(response, app.cdn.as_ref(), &channel))
 }

@@ -17,7 +17,7 @@ use crate::release::channel::Channel;
 use crate::release::electron::ChannelFile;
 use crate::release::parse_version;
 use crate::release::platform::{Arch, DetectError, Platform};
-use crate::response::feed::{FeedBody, FeedCaching, feed_response};
+use crate::response::feed::{FeedBody, FeedCaching, feed_response, label_for_cdn};
 use crate::state::{App, AppState};
 
 const YAML: &str = "application/yaml";
@@ -122,7 +122,7 @@ pub async fn check(
     };
     let answer = feeds::json_update(&app, &check).await?;
     count(&app, "json", &check.channel, &client, answer.update);
-    Ok(answered(&app, &headers, answer, JSON))
+    Ok(answered(&app, &headers, answer, JSON, &check.channel))
 }
 
 /// `X-Update-Required: true`: the client runs a version below the channel's
@@ -133,12 +133,14 @@ const UPDATE_REQUIRED: HeaderName = HeaderName::from_static("x-update-required")
 const VARY_PER_CLIENT: &str = "Accept, X-Client-Id, X-User-Staging-Id";
 
 /// The response of a feed answer: a rollout's per-client answer is `private` (and says
-/// what it varies on), a required update says so in `X-Update-Required`.
+/// what it varies on), a required update says so in `X-Update-Required`; labelled with the
+/// channel for the CDN.
 fn answered(
     app: &App,
     headers: &HeaderMap,
     answer: Answer,
     content_type: &'static str,
+    channel: &Channel,
 ) -> Response {
     let caching = if answer.per_client {
         FeedCaching::PerClient
@@ -162,7 +164,7 @@ fn answered(
             .headers_mut()
             .insert(UPDATE_REQUIRED, HeaderValue::from_static("true"));
     }
-    from_cache(response)
+    label_for_cdn(from_cache(response), app.cdn.as_ref(), channel)
 }
 
 /// `GET /update/{p}/{a}/{v}/{file}`: electron-updater's channel file (`latest-mac.yml`,
@@ -205,7 +207,7 @@ pub async fn feed_file(
             },
         };
         count(&app, "squirrel-windows", &channel, &client, answer.update);
-        return Ok(answered(&app, &headers, answer, TEXT));
+        return Ok(answered(&app, &headers, answer, TEXT, &channel));
     }
     let Some(channel_file) = ChannelFile::parse(&file) else {
         return Err(AppError::NotFound(format!(
@@ -265,7 +267,7 @@ async fn channel_file_response(
         client,
         answer.update,
     );
-    Ok(answered(app, headers, answer, YAML))
+    Ok(answered(app, headers, answer, YAML, &file.channel))
 }
 
 /// The rollout identity, first to last (SPEC §2.3): `?id=`, `X-Client-Id`,

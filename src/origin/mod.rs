@@ -217,6 +217,11 @@ impl Origins {
         self.store.as_ref()
     }
 
+    /// GitHub Releases, when configured.
+    pub fn github(&self) -> Option<&GitHubOrigin> {
+        self.github.as_ref()
+    }
+
     /// True while the store's circuit is open.
     pub fn circuit_open(&self) -> bool {
         self.breaker.is_open(self.clock.now())

@@ -28,7 +28,7 @@ pub struct SquirrelEntry {
 
 /// The version in a package name: `MyApp-1.2.0-full.nupkg` → `1.2.0`,
 /// `MyApp-1.2.0-beta.1-delta.nupkg` → `1.2.0-beta.1`.
-fn package_version(name: &str) -> Option<semver::Version> {
+pub fn package_version(name: &str) -> Option<semver::Version> {
     let stem = name.strip_suffix(".nupkg")?;
     let stem = stem
         .strip_suffix("-full")

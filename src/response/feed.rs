@@ -7,7 +7,9 @@ use bytes::Bytes;
 use headers::{ETag, HeaderMapExt, IfNoneMatch};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
+use crate::cdn::Cdn;
 use crate::release::body_etag;
+use crate::release::channel::Channel;
 use crate::store::key::CachePolicy;
 
 /// How a feed answer may be cached.
@@ -73,5 +75,17 @@ pub fn feed_response(
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     *response.body_mut() = Body::from(body);
+    response
+}
+
+/// Labels an answer of `channel` for the CDN's purge by label (Cloudflare's `Cache-Tag`,
+/// Fastly's `Surrogate-Key`, both `{tag_prefix}{channel}`) when `[cdn]` purges that way: a
+/// feed URL holds the client's version, so the channel's answers cannot be listed, and a
+/// purge names the label instead (see `crate::cdn`). The CDN drops these headers before
+/// the answer reaches clients.
+pub fn label_for_cdn(mut response: Response, cdn: Option<&Cdn>, channel: &Channel) -> Response {
+    if let Some(cdn) = cdn {
+        response.headers_mut().extend(cdn.labels(channel));
+    }
     response
 }

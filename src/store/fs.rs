@@ -17,6 +17,7 @@ use cap_std::fs::Dir;
 use moka::future::Cache;
 
 use super::ByteRange;
+use super::pool::{BufferPool, CLASSES};
 use super::{
     ByteStream, Conditional, Object, ObjectKey, ObjectMeta, ObjectSource, ObjectTtl, Precondition,
     StoreError,
@@ -94,6 +95,8 @@ pub struct FsStore {
     opened: Cache<ObjectKey, (Object, Instant)>,
     /// File streams running now, for the size of their reads.
     streams: Arc<AtomicUsize>,
+    /// Their read buffers, recycled.
+    pool: BufferPool,
     ttl: ObjectTtl,
 }
 
@@ -115,6 +118,7 @@ enum FsSource {
 pub(super) struct FsFile {
     file: Arc<std::fs::File>,
     streams: Arc<AtomicUsize>,
+    pool: BufferPool,
 }
 
 impl FsStore {
@@ -140,6 +144,7 @@ impl FsStore {
                 .expire_after(ttl.clone())
                 .build(),
             streams: Arc::new(AtomicUsize::new(0)),
+            pool: BufferPool::default(),
             ttl,
         })
     }
@@ -192,6 +197,7 @@ impl FsStore {
                 FsSource::File(file) => ObjectSource::Fs(FsFile {
                     file,
                     streams: Arc::clone(&self.streams),
+                    pool: self.pool.clone(),
                 }),
             },
         })
@@ -331,20 +337,29 @@ impl FsStore {
 
     /// The names of the objects directly under `prefix` (a directory), sorted.
     pub(super) async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.list_entries(prefix, false).await
+        Ok(names(self.list_entries(prefix, false).await?))
     }
 
     /// Names of the directories directly under `prefix`.
     pub(super) async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.list_entries(prefix, true).await
+        Ok(names(self.list_entries(prefix, true).await?))
     }
 
-    /// Names of the files (or, with `dirs`, the directories) directly under `prefix`,
-    /// sorted; none when `prefix` does not exist.
-    async fn list_entries(&self, prefix: &str, dirs: bool) -> Result<Vec<String>, StoreError> {
+    /// The files directly under `prefix` with their sizes (for `mirror` and `status`).
+    pub(super) async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.list_entries(prefix, false).await
+    }
+
+    /// Names and sizes of the files (or, with `dirs`, names of the directories, size 0)
+    /// directly under `prefix`, sorted; none when `prefix` does not exist.
+    async fn list_entries(
+        &self,
+        prefix: &str,
+        dirs: bool,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
         let root = Arc::clone(&self.root);
         let dir = prefix.trim_end_matches('/').to_owned();
-        let result = tokio::task::spawn_blocking(move || -> io::Result<Vec<String>> {
+        let result = tokio::task::spawn_blocking(move || -> io::Result<Vec<(String, u64)>> {
             let entries = match root.read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -356,7 +371,8 @@ impl FsStore {
                 let kind = entry.file_type()?;
                 let wanted = if dirs { kind.is_dir() } else { kind.is_file() };
                 if wanted && let Ok(name) = entry.file_name().into_string() {
-                    names.push(name);
+                    let size = if dirs { 0 } else { entry.metadata()?.len() };
+                    names.push((name, size));
                 }
             }
             names.sort();
@@ -418,6 +434,11 @@ fn etag_of(hash: blake3::Hash) -> Arc<str> {
     Arc::from(&hex.as_str()[..32])
 }
 
+/// The names of a listing.
+fn names(entries: Vec<(String, u64)>) -> Vec<String> {
+    entries.into_iter().map(|(name, _)| name).collect()
+}
+
 fn join_error(err: tokio::task::JoinError) -> StoreError {
     StoreError::Unavailable {
         message: "blocking file task failed".into(),
@@ -431,25 +452,30 @@ impl FsFile {
     pub(super) fn read(&self, range: ByteRange) -> ByteStream {
         let end = range.end + 1;
         let running = StreamCount::start(&self.streams);
+        let pool = self.pool.clone();
         Box::pin(futures_util::stream::try_unfold(
             (Arc::clone(&self.file), range.start, running),
-            move |(file, pos, running)| async move {
-                if pos >= end {
-                    return Ok(None);
+            move |(file, pos, running)| {
+                let pool = pool.clone();
+                async move {
+                    if pos >= end {
+                        return Ok(None);
+                    }
+                    let len = (end - pos).min(running.chunk_len() as u64) as usize;
+                    let reader = Arc::clone(&file);
+                    let chunk =
+                        tokio::task::spawn_blocking(move || pool.read_at(&reader, pos, len))
+                            .await
+                            .map_err(io::Error::other)??;
+                    Ok(Some((chunk, (file, pos + len as u64, running))))
                 }
-                let len = (end - pos).min(running.chunk_len() as u64) as usize;
-                let reader = Arc::clone(&file);
-                let chunk = tokio::task::spawn_blocking(move || read_at(&reader, pos, len))
-                    .await
-                    .map_err(io::Error::other)??;
-                Ok(Some((chunk, (file, pos + len as u64, running))))
             },
         ))
     }
 }
 
 /// Exactly `len` bytes of `file` at `pos`, read straight into a fresh buffer (`pread` into
-/// its spare capacity: no zero-filling first, and no copy on the way to the socket). A file
+/// its spare capacity: no zero-filling first), for a small file kept whole in memory. A file
 /// that ends before is an error.
 fn read_at(file: &std::fs::File, pos: u64, len: usize) -> io::Result<Bytes> {
     let mut buf = Vec::with_capacity(len);
@@ -482,7 +508,14 @@ impl StreamCount {
     /// stays bounded whatever the number of clients.
     fn chunk_len(&self) -> usize {
         let running = self.0.load(Ordering::Relaxed).max(1);
-        (STREAM_BUDGET / running).clamp(MIN_CHUNK, MAX_CHUNK)
+        let share = (STREAM_BUDGET / running).clamp(MIN_CHUNK, MAX_CHUNK);
+        // A size of the buffer pool's, so that a full read fills its buffer exactly.
+        CLASSES
+            .iter()
+            .rev()
+            .copied()
+            .find(|&class| class <= share)
+            .unwrap_or(MIN_CHUNK)
     }
 }
 

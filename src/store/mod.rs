@@ -8,6 +8,7 @@
 pub mod fs;
 pub mod key;
 pub mod parts;
+mod pool;
 mod range;
 pub mod s3;
 
@@ -369,6 +370,20 @@ impl Store {
             Backend::Fs(store) => store.list(prefix).await,
             Backend::S3(store) => store.list(prefix).await,
         }
+    }
+
+    /// The objects directly under the directory `prefix`, with their sizes (a listing: no
+    /// object is opened or read).
+    pub async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let list = async {
+            match &self.backend {
+                Backend::Fs(store) => store.list_sizes(prefix).await,
+                Backend::S3(store) => store.list_sizes(prefix).await,
+            }
+        };
+        tokio::time::timeout(self.timeout, list)
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))?
     }
 
     /// Every release version in the store (`releases/v{version}/`), oldest first in semver

@@ -458,18 +458,37 @@ impl S3Store {
     }
 
     pub(super) async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.list_entries(prefix, false).await
+        Ok(self
+            .list_entries(prefix, false)
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
     }
 
     /// Names of the "directories" directly under `prefix`: the common prefixes that
     /// ListObjectsV2 reports with delimiter `/`.
     pub(super) async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.list_entries(prefix, true).await
+        Ok(self
+            .list_entries(prefix, true)
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
     }
 
-    /// Names of the objects (or, with `dirs`, the common prefixes) directly under `prefix`,
-    /// sorted.
-    async fn list_entries(&self, prefix: &str, dirs: bool) -> Result<Vec<String>, StoreError> {
+    /// The objects directly under `prefix` with their sizes (for `mirror` and `status`).
+    pub(super) async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.list_entries(prefix, false).await
+    }
+
+    /// Names and sizes of the objects (or, with `dirs`, names of the common prefixes, size
+    /// 0) directly under `prefix`, sorted.
+    async fn list_entries(
+        &self,
+        prefix: &str,
+        dirs: bool,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
         let dir = format!("{}/", self.full_key(prefix.trim_end_matches('/')));
         let mut names = Vec::new();
         let mut pages = self
@@ -482,20 +501,27 @@ impl S3Store {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|err| classify(prefix, "ListObjectsV2", self.timeout, err))?;
-            let keys: Vec<&str> = if dirs {
+            let keys: Vec<(&str, u64)> = if dirs {
                 page.common_prefixes()
                     .iter()
                     .filter_map(|p| p.prefix())
                     .filter_map(|p| p.strip_suffix('/'))
+                    .map(|p| (p, 0))
                     .collect()
             } else {
-                page.contents().iter().filter_map(|o| o.key()).collect()
+                page.contents()
+                    .iter()
+                    .filter_map(|o| {
+                        let size = u64::try_from(o.size().unwrap_or(0)).unwrap_or(0);
+                        Some((o.key()?, size))
+                    })
+                    .collect()
             };
             names.extend(
                 keys.into_iter()
-                    .filter_map(|k| k.strip_prefix(&dir))
-                    .filter(|n| !n.is_empty())
-                    .map(str::to_owned),
+                    .filter_map(|(k, size)| Some((k.strip_prefix(&dir)?, size)))
+                    .filter(|(n, _)| !n.is_empty())
+                    .map(|(n, size)| (n.to_owned(), size)),
             );
         }
         names.sort();

@@ -905,7 +905,7 @@ async fn releases_lists_channels_versions_files_and_policies() {
     assert_eq!(v110["files"]["linux"], json!(["App-1.1.0.AppImage"]));
     assert_eq!(v110["files"]["darwin"], json!(["App-1.1.0-mac.zip"]));
     assert_eq!(v110["channels"], json!(["latest"]));
-    assert_eq!(v110["locations"], json!(["store"]));
+    assert_eq!(v110["place"], "store");
 }
 
 #[tokio::test]
@@ -1086,12 +1086,11 @@ fn the_cli_mirrors_the_api() {
     assert_eq!(code, Some(0), "{out}{err}");
     let (code, out, err) = run(&["status"]);
     assert_eq!(code, Some(0), "{err}");
+    // The versions' table first (where each lives), then each channel.
+    assert!(out.starts_with("version"), "{out}");
+    assert!(out.contains("\n1.1.0 "), "{out}");
     assert!(out.contains("channel latest"), "{out}");
     assert!(out.contains("current: 1.1.0   previous: 1.0.0"), "{out}");
-    assert!(
-        out.contains("version 1.1.0 [darwin linux] channels: latest"),
-        "{out}"
-    );
     let (code, out, _) = run(&["rollback", "--channel", "latest", "--to", "1.0.0"]);
     assert_eq!(code, Some(0), "{out}");
     // Every change is in the audit trail, made by the CLI's user.
@@ -1143,4 +1142,52 @@ async fn wrong_methods_are_405_with_allow() {
             "{method} {path}"
         );
     }
+}
+
+/// With `[cdn]`, a change through the API purges the channel's answers on the CDN (here a
+/// stand-in of Cloudflare's API); a purge that fails is reported in the answer, the change
+/// itself made.
+#[tokio::test]
+async fn a_change_purges_the_cdn_and_a_failed_purge_is_reported() {
+    use crate::cdn_standin::{CdnStandIn, Provider, Purge};
+    let token = format!("{:032x}", fastrand::u128(..));
+    let cdn = CdnStandIn::start(Provider::Cloudflare, &token, "unused").await;
+    let mut fx = releases(Fixture::new());
+    fx.config.cdn = Some(crate::cdn_purge::cdn_config(&cdn));
+    fx.config.cdn.as_mut().expect("cdn").retry_backoff = Duration::from_millis(10);
+    let tokens = Tokens::new();
+    let secrets = Secrets {
+        cloudflare_api_token: Some(secrecy::SecretString::from(token)),
+        ..tokens.secrets(&fx)
+    };
+    let state = App::build_with_clock(fx.config.clone(), secrets, Clock::system()).expect("state");
+    let router = release_edge::app(state);
+    let alice = Some(tokens.alice.as_str());
+    let halt = post(&router, "/admin/channels/latest/halt", alice, None).await;
+    assert_eq!(halt.status, 200, "{}", text(&halt));
+    assert_eq!(halt.json()["cdn"], json!({ "purged": true }));
+    assert_eq!(
+        cdn.purges(),
+        [Purge {
+            kind: "tags",
+            items: vec!["release-edge-latest".into()],
+        }]
+    );
+    // Nothing changed: nothing purged.
+    let again = post(&router, "/admin/channels/latest/halt", alice, None).await;
+    assert!(again.json().get("cdn").is_none());
+    assert_eq!(cdn.purges().len(), 1);
+
+    cdn.fail_all(Some(500));
+    let resume = post(&router, "/admin/channels/latest/resume", alice, None).await;
+    assert_eq!(resume.status, 200);
+    let body = resume.json();
+    assert_eq!(body["changed"], true, "the change is made");
+    assert_eq!(body["cdn"]["purged"], false);
+    assert!(
+        body["cdn"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("the CDN was not purged")),
+        "{body}"
+    );
 }

@@ -3,6 +3,8 @@
 
 mod admin;
 mod cdn;
+mod cdn_purge;
+mod cdn_standin;
 mod clients;
 mod config_cli;
 mod electron_updater;
@@ -10,6 +12,7 @@ mod fallback;
 mod feeds;
 mod github;
 mod github_standin;
+mod mirror;
 mod policy;
 mod prometheus;
 mod publish;

@@ -579,6 +579,14 @@ impl Drop for BinaryServer {
     }
 }
 
+/// Runs `cmd` to completion on the blocking pool, so that servers on this runtime (the
+/// stand-ins it talks to) keep answering meanwhile.
+pub async fn output(mut cmd: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("run the command"))
+        .await
+        .expect("blocking task")
+}
+
 /// A scratch directory for client downloads.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")

@@ -45,6 +45,8 @@ pub enum Fetched {
         body: Bytes,
         /// Its `ETag`, for the next revalidation.
         etag: Option<String>,
+        /// The next page (`Link: <...>; rel="next"`), when on the API's own host.
+        next: Option<String>,
     },
     /// `304`: what we hold is current.
     NotModified,
@@ -95,11 +97,17 @@ impl Api {
         self.token.is_some()
     }
 
-    /// `GET {base}{path}` for JSON, revalidating `etag`.
+    /// `GET {base}{path}` for JSON (or `path` itself when it is an absolute URL on the API's
+    /// host: a `Link` to the next page), revalidating `etag`.
     pub async fn get_json(&self, path: &str, etag: Option<&str>) -> Result<Fetched, GitHubError> {
         self.check_backoff()?;
+        let url = if path.starts_with(&self.base) {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
         let mut request = self
-            .api_request(&format!("{}{path}", self.base))
+            .api_request(&url)
             .header(header::ACCEPT, "application/vnd.github+json");
         if let Some(etag) = etag {
             request = request.header(header::IF_NONE_MATCH, etag);
@@ -118,9 +126,11 @@ impl Api {
             .get(header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        // The token goes only to the API's own host: a `next` elsewhere is not followed.
+        let next = next_link(response.headers()).filter(|next| next.starts_with(&self.base));
         let body = self.body(response, MAX_API_BODY).await?;
         self.count("ok");
-        Ok(Fetched::Fresh { body, etag })
+        Ok(Fetched::Fresh { body, etag, next })
     }
 
     /// Where a private asset's bytes are: `GET {asset_url}` with
@@ -351,6 +361,23 @@ fn backoff(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Option<D
     Some(wait.min(MAX_BACKOFF))
 }
 
+/// The `rel="next"` URL of a `Link` header (RFC 8288), as GitHub paginates.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|link| {
+            let (target, params) = link.trim().split_once(';')?;
+            let is_next = params
+                .split(';')
+                .any(|p| p.trim().replace(' ', "") == "rel=\"next\"");
+            let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+            is_next.then(|| target.to_owned())
+        })
+}
+
 /// A URL for the log: a signed storage URL's query is its signature.
 fn without_query(url: &str) -> &str {
     url.split_once('?').map_or(url, |(path, _)| path)
@@ -453,6 +480,25 @@ mod tests {
             let got = backoff(*status, &headers(pairs), now).map(|d| d.as_secs());
             assert_eq!(got, *want, "{name}");
         }
+    }
+
+    #[test]
+    fn next_links_as_github_writes_them() {
+        let h = headers(&[(
+            "link",
+            "<https://api.github.com/repositories/1/releases?page=2>; rel=\"next\", \
+             <https://api.github.com/repositories/1/releases?page=5>; rel=\"last\"",
+        )]);
+        assert_eq!(
+            next_link(&h).as_deref(),
+            Some("https://api.github.com/repositories/1/releases?page=2")
+        );
+        let last = headers(&[(
+            "link",
+            "<https://api.github.com/r?page=4>; rel=\"prev\", <https://api.github.com/r?page=1>; rel=\"first\"",
+        )]);
+        assert_eq!(next_link(&last), None);
+        assert_eq!(next_link(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -31,6 +31,9 @@ use crate::store::{ByteRange, ByteSource, ByteStream, Object, ObjectKey, ObjectM
 /// Releases read per listing: GitHub's largest page. Older releases are not served.
 const PER_PAGE: u32 = 100;
 
+/// Pages read by [`GitHubOrigin::list_every_release`]: 10,000 releases.
+const MAX_PAGES: usize = 100;
+
 /// After a failed API request, how long the last list is used before trying again.
 const RETRY_GAP: Duration = Duration::from_secs(5);
 
@@ -182,12 +185,25 @@ impl GitHubOrigin {
             tracing::warn!(key = %key, size = asset.size, max, "GitHub asset too large; treated as missing");
             return Ok(None);
         }
+        let body = self.asset_bytes(&asset, max).await?;
+        if self.inner.private && key.file_name().ends_with(".json") {
+            let releases = self.releases().await?;
+            return Ok(Some(
+                tauri_urls_through_us(&body, &releases).unwrap_or(body),
+            ));
+        }
+        Ok(Some(body))
+    }
+
+    /// The whole of a (small) release asset, downloaded once per asset id: from its public
+    /// download URL, or with the token for a private repository.
+    pub async fn asset_bytes(&self, asset: &Asset, max: u64) -> Result<Bytes, GitHubError> {
         let inner = &self.inner;
-        let body = inner
+        inner
             .bodies
             .try_get_with(asset.id, async {
                 let response = if inner.private {
-                    let location = self.location(&asset).await?;
+                    let location = self.location(asset).await?;
                     inner.api.download(&location, None).await?
                 } else {
                     inner
@@ -209,14 +225,65 @@ impl GitHubOrigin {
                 inner.api.body(response, max).await
             })
             .await
-            .map_err(|err: Arc<GitHubError>| (*err).clone())?;
-        if inner.private && key.file_name().ends_with(".json") {
-            let releases = self.releases().await?;
-            return Ok(Some(
-                tauri_urls_through_us(&body, &releases).unwrap_or(body),
-            ));
+            .map_err(|err: Arc<GitHubError>| (*err).clone())
+    }
+
+    /// Streams `range` of a release asset, checked to be exactly those bytes (the mirror's
+    /// resumable downloads): from the public download URL, or for a private repository from
+    /// the signed storage URL the API gives for the token (the token never goes there).
+    pub fn read_asset(&self, asset: &Asset, range: ByteRange) -> ByteStream {
+        GitHubSource {
+            origin: self.clone(),
+            asset: asset.clone(),
         }
-        Ok(Some(body))
+        .read(range)
+    }
+
+    /// Every release of the repository, page by page (the origin serves the newest 100; the
+    /// mirror and `status` read them all). Each page is revalidated with `If-None-Match`
+    /// against `cached` (a `304` costs no rate limit), so a repository that did not change
+    /// costs one free request a page.
+    pub async fn list_every_release(
+        &self,
+        cached: Option<&ReleaseList>,
+    ) -> Result<ReleaseList, GitHubError> {
+        let api = &self.inner.api;
+        let mut pages = Vec::new();
+        let mut url = Some(self.inner.releases_path.clone());
+        while let Some(page_url) = url.take() {
+            if pages.len() >= MAX_PAGES {
+                tracing::warn!(
+                    pages = MAX_PAGES,
+                    "GitHub lists more releases than are read"
+                );
+                break;
+            }
+            let known = cached.and_then(|c| c.pages.iter().find(|p| p.url == page_url));
+            let etag = known.and_then(|p| p.etag.as_deref());
+            let page = match (api.get_json(&page_url, etag).await?, known) {
+                (Fetched::NotModified, Some(known)) => known.clone(),
+                (Fetched::NotModified, None) => {
+                    return Err(GitHubError::Unavailable {
+                        message: "GitHub answered 304 to an unconditional request".into(),
+                        source: None,
+                    });
+                }
+                (Fetched::Fresh { body, etag, next }, _) => ListPage {
+                    releases: serde_json::from_slice(&body).map_err(|err| {
+                        GitHubError::Unavailable {
+                            message: "the list of releases does not parse".into(),
+                            source: Some(Arc::new(err)),
+                        }
+                    })?,
+                    url: page_url,
+                    etag,
+                    next,
+                },
+            };
+            url.clone_from(&page.next);
+            pages.push(page);
+        }
+        Ok(ReleaseList { pages })
     }
 
     /// The artifact `key` names: a redirect (public repository) or a stream (private);
@@ -263,11 +330,12 @@ impl GitHubOrigin {
             .map_err(|err: Arc<GitHubError>| (*err).clone())
     }
 
-    /// The servable releases, newest first: from memory while fresh, else revalidated.
+    /// The servable releases (the newest 100), newest first: from memory while fresh, else
+    /// revalidated.
     ///
     /// After a failed request GitHub is not asked again for [`RETRY_GAP`]: meanwhile the last
     /// list answers (while within `stale_if_error`), or, when there is none, that failure.
-    async fn releases(&self) -> Result<Arc<Vec<ChannelRelease>>, GitHubError> {
+    pub async fn releases(&self) -> Result<Arc<Vec<ChannelRelease>>, GitHubError> {
         let inner = &self.inner;
         if let Some(answer) = self.without_request() {
             return answer;
@@ -296,7 +364,7 @@ impl GitHubOrigin {
                 confirmed: inner.clock.now(),
                 ..listing
             },
-            (Ok(Fetched::Fresh { body, etag }), _) => {
+            (Ok(Fetched::Fresh { body, etag, .. }), _) => {
                 match serde_json::from_slice::<Vec<Release>>(&body) {
                     Ok(releases) => Listing {
                         releases: Arc::new(model::servable(releases)),
@@ -387,12 +455,47 @@ impl GitHubOrigin {
     }
 }
 
+/// Every release GitHub lists, page by page, with each page's validator (what
+/// [`GitHubOrigin::list_every_release`] reads and revalidates; serializable, so that a
+/// command can keep it between runs).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ReleaseList {
+    /// The pages, first to last.
+    pub pages: Vec<ListPage>,
+}
+
+/// One page of the list of releases.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ListPage {
+    /// The URL (or API path) it was read from.
+    pub url: String,
+    /// Its `ETag`, for `If-None-Match`.
+    pub etag: Option<String>,
+    /// The next page's URL.
+    pub next: Option<String>,
+    /// The releases on it.
+    pub releases: Vec<Release>,
+}
+
+impl ReleaseList {
+    /// The servable releases of every page (no drafts, tags that are versions), newest first.
+    pub fn servable(&self) -> Vec<ChannelRelease> {
+        model::servable(
+            self.pages
+                .iter()
+                .flat_map(|p| p.releases.iter().cloned())
+                .collect(),
+        )
+    }
+}
+
 /// A Tauri manifest of a private repository with its `github.com` download URLs (what
 /// tauri-action writes, and what a client without the token cannot fetch) turned into file
 /// names, which the manifest parser makes `{public_url}/releases/v{version}/{name}` URLs:
 /// the download then goes through release-edge, which streams it with the token. Only URLs
-/// of the manifest's own release are rewritten. `None`: nothing to rewrite.
-fn tauri_urls_through_us(body: &[u8], releases: &[ChannelRelease]) -> Option<Bytes> {
+/// of the manifest's own release are rewritten. `None`: nothing to rewrite. The mirror uses
+/// it too: once the release is in the store, its downloads no longer need GitHub.
+pub fn tauri_urls_through_us(body: &[u8], releases: &[ChannelRelease]) -> Option<Bytes> {
     let mut manifest: serde_json::Value = serde_json::from_slice(body).ok()?;
     let version = crate::release::parse_version(manifest.get("version")?.as_str()?)?;
     let release = releases.iter().find(|r| r.version == version)?;
@@ -446,7 +549,12 @@ impl GitHubSource {
         let inner = &self.origin.inner;
         let whole = range.start == 0 && range.end + 1 == self.asset.size;
         for attempt in 0..2 {
-            let location = self.origin.location(&self.asset).await?;
+            let location = if inner.private {
+                self.origin.location(&self.asset).await?
+            } else {
+                // github.com redirects to storage; the range goes along on every hop.
+                self.asset.browser_download_url.clone()
+            };
             let response = inner.api.download(&location, Some(range)).await?;
             let status = response.status();
             if status == StatusCode::PARTIAL_CONTENT {
@@ -469,7 +577,10 @@ impl GitHubSource {
             if status == StatusCode::OK && whole {
                 return Ok(response);
             }
-            if matches!(status, StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST) && attempt == 0 {
+            if matches!(status, StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST)
+                && attempt == 0
+                && inner.private
+            {
                 // The signed URL expired (or was refused): ask the API for a new one.
                 inner.locations.invalidate(&self.asset.id).await;
                 continue;

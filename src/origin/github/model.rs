@@ -1,7 +1,7 @@
 //! GitHub's release objects (the fields we read of the REST API's "List releases" answer)
 //! and how releases map onto release-edge's layout: channels and keys.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::release::channel::Channel;
 use crate::release::electron::ChannelFile;
@@ -9,7 +9,7 @@ use crate::release::{channel_of, parse_version};
 use crate::store::ObjectKey;
 
 /// A release, as `GET /repos/{owner}/{repo}/releases` lists it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Release {
     /// Release id.
     pub id: u64,
@@ -27,7 +27,7 @@ pub struct Release {
 }
 
 /// A release asset.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Asset {
     /// Asset id: a re-upload under the same name gets a new one.
     pub id: u64,
@@ -46,11 +46,15 @@ pub struct Asset {
     /// Last change, RFC 3339.
     #[serde(default)]
     pub updated_at: Option<String>,
+    /// `sha256:{hex}` of the bytes, computed by GitHub at upload (assets uploaded before
+    /// June 2025 have none).
+    #[serde(default)]
+    pub digest: Option<String>,
 }
 
 impl Asset {
     /// True once the upload is complete (a half-uploaded asset is not served).
-    fn is_complete(&self) -> bool {
+    pub fn is_complete(&self) -> bool {
         self.state.as_deref().is_none_or(|s| s == "uploaded")
     }
 }
@@ -138,7 +142,7 @@ impl GitHubKey {
 }
 
 /// The channel of a channel-level manifest name, and its `latest` spelling.
-fn channel_of_file(file: &str) -> Option<(Channel, Option<String>)> {
+pub fn channel_of_file(file: &str) -> Option<(Channel, Option<String>)> {
     if let Some(parsed) = ChannelFile::parse(file) {
         let latest = (!parsed.channel.is_latest()).then(|| {
             ChannelFile {
@@ -169,11 +173,21 @@ fn channel_of_file(file: &str) -> Option<(Channel, Option<String>)> {
 /// releases and the stable ones (electron-builder's rule: a beta user also gets a newer
 /// stable release); within a release of another channel its `latest` spelling counts too.
 pub fn find_asset<'a>(releases: &'a [ChannelRelease], key: &GitHubKey) -> Option<&'a Asset> {
-    let named = |release: &'a Release, name: &str| {
+    find_release_asset(releases, key).map(|(_, asset)| asset)
+}
+
+/// As [`find_asset`], with the release the asset belongs to.
+pub fn find_release_asset<'a>(
+    releases: &'a [ChannelRelease],
+    key: &GitHubKey,
+) -> Option<(&'a ChannelRelease, &'a Asset)> {
+    let named = |release: &'a ChannelRelease, name: &str| {
         release
+            .release
             .assets
             .iter()
             .find(|a| a.name == name && a.is_complete())
+            .map(|asset| (release, asset))
     };
     match key {
         GitHubKey::Channel {
@@ -184,16 +198,39 @@ pub fn find_asset<'a>(releases: &'a [ChannelRelease], key: &GitHubKey) -> Option
             .iter()
             .filter(|r| r.channel == *channel || r.channel.is_latest())
             .find_map(|r| {
-                named(&r.release, file).or_else(|| {
-                    latest_name
-                        .as_deref()
-                        .and_then(|latest| named(&r.release, latest))
-                })
+                named(r, file)
+                    .or_else(|| latest_name.as_deref().and_then(|latest| named(r, latest)))
             }),
         GitHubKey::Versioned { version, file } => releases
             .iter()
             .find(|r| r.version == *version)
-            .and_then(|r| named(&r.release, file)),
+            .and_then(|r| named(r, file)),
+    }
+}
+
+/// A published release with `assets` (name, size), for the tests of the modules that read
+/// releases.
+#[cfg(test)]
+pub(crate) fn test_release(tag: &str, prerelease: bool, assets: &[(&str, u64)]) -> Release {
+    Release {
+        id: 1,
+        tag_name: tag.into(),
+        draft: false,
+        prerelease,
+        assets: assets
+            .iter()
+            .enumerate()
+            .map(|(i, (name, size))| Asset {
+                id: i as u64,
+                name: (*name).into(),
+                size: *size,
+                state: Some("uploaded".into()),
+                url: format!("https://api.example/assets/{tag}/{name}"),
+                browser_download_url: format!("https://example/{tag}/{name}"),
+                updated_at: None,
+                digest: None,
+            })
+            .collect(),
     }
 }
 
@@ -202,24 +239,10 @@ mod tests {
     use super::*;
 
     fn release(tag: &str, prerelease: bool, draft: bool, assets: &[&str]) -> Release {
+        let sized: Vec<(&str, u64)> = assets.iter().map(|name| (*name, 1)).collect();
         Release {
-            id: 1,
-            tag_name: tag.into(),
             draft,
-            prerelease,
-            assets: assets
-                .iter()
-                .enumerate()
-                .map(|(i, name)| Asset {
-                    id: i as u64,
-                    name: (*name).into(),
-                    size: 1,
-                    state: Some("uploaded".into()),
-                    url: format!("https://api.example/assets/{tag}/{name}"),
-                    browser_download_url: format!("https://example/{tag}/{name}"),
-                    updated_at: None,
-                })
-                .collect(),
+            ..test_release(tag, prerelease, &sized)
         }
     }
 
