@@ -17,6 +17,8 @@
 //! - Time is the injected [`Clock`]'s, so tests move it instead of sleeping, and
 //!   [`ManifestCache::settled`] tells them when background revalidations are done.
 //! - Memory is bounded by weight (bytes), not entry count.
+//! - A channel's release policy (`policy/{channel}.json`) is held here too; a channel
+//!   without one holds the default policy, fresh and revalidated like a found manifest.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -31,9 +33,12 @@ use crate::config::CacheConfig;
 use crate::metrics::Metrics;
 use crate::origin::{Found, OriginError, OriginName, Origins};
 use crate::release::electron::{ChannelFile, ElectronManifest};
+use crate::release::policy::ChannelPolicy;
 use crate::release::squirrel::SquirrelReleases;
 use crate::release::tauri::TauriManifest;
 use crate::store::ObjectKey;
+use crate::store::key::KeyKind;
+use prometheus::IntCounter;
 
 /// Total weight (about the bytes held) of the cache.
 const MAX_WEIGHT: u64 = 64 * 1024 * 1024;
@@ -56,12 +61,23 @@ pub enum Manifest {
     Squirrel(Arc<SquirrelReleases>),
     /// A signature (`.sig`), trimmed.
     Signature(Arc<str>),
+    /// A channel's release policy (`policy/{channel}.json`), parsed once per version of it.
+    Policy(Arc<ChannelPolicy>),
 }
 
 impl Manifest {
     /// Parses `bytes` by the kind of file `key` names; `None` when it does not parse.
     fn parse(key: &ObjectKey, bytes: &[u8], public_url: &str) -> Option<Self> {
         let name = key.file_name();
+        if key.kind() == KeyKind::Policy {
+            return match ChannelPolicy::parse(bytes) {
+                Ok(policy) => Some(Manifest::Policy(Arc::new(policy))),
+                Err(err) => {
+                    tracing::warn!(key = %key, error = %err, "policy document does not parse; the channel is served without one");
+                    None
+                }
+            };
+        }
         if name.ends_with(".yml") {
             let file = ChannelFile::parse(name)?;
             match ElectronManifest::parse(bytes, &file, public_url) {
@@ -83,6 +99,14 @@ impl Manifest {
             None
         }
     }
+}
+
+/// The `result` of a lookup, in the order of `Inner::lookups`.
+#[derive(Clone, Copy)]
+enum Lookup {
+    Hit = 0,
+    Miss = 1,
+    Stale = 2,
 }
 
 /// What is cached for a key.
@@ -187,6 +211,10 @@ struct Inner {
     /// Origin loads started, for tests that count them.
     loads: AtomicU64,
     metrics: Arc<Metrics>,
+    /// `release_edge_cache_lookups_total{cache="manifest"}` for `hit`, `miss`, `stale`,
+    /// resolved once: every update check makes two lookups (its manifest, its channel's
+    /// policy), and a labelled lookup hashes the labels each time.
+    lookups: [IntCounter; 3],
 }
 
 impl ManifestCache {
@@ -222,6 +250,11 @@ impl ManifestCache {
                 clock,
                 running: tokio::sync::watch::Sender::new(0),
                 loads: AtomicU64::new(0),
+                lookups: ["hit", "miss", "stale"].map(|result| {
+                    metrics
+                        .cache_lookups
+                        .with_label_values(&["manifest", result])
+                }),
                 metrics,
             }),
         }
@@ -235,7 +268,7 @@ impl ManifestCache {
             let age = inner.clock.since(entry.loaded);
             match entry.value {
                 Cached::Found(..) if age < inner.ttl => {
-                    self.lookup("hit");
+                    self.lookup(Lookup::Hit);
                     return Ok(entry.answer());
                 }
                 Cached::Found(..) if age >= inner.ttl.saturating_add(inner.stale_if_error) => {
@@ -244,7 +277,7 @@ impl ManifestCache {
                 }
                 Cached::Found(..) => {
                     // Stale: answer now, revalidate behind the answer.
-                    self.lookup("stale");
+                    self.lookup(Lookup::Stale);
                     let failed = entry.failed_at();
                     if failed.is_some() {
                         inner.metrics.fallback.with_label_values(&["stale"]).inc();
@@ -255,11 +288,11 @@ impl ManifestCache {
                     return Ok(entry.answer());
                 }
                 Cached::Missing if age < inner.missing_ttl => {
-                    self.lookup("hit");
+                    self.lookup(Lookup::Hit);
                     return Ok(entry.answer());
                 }
                 Cached::Unconfirmed(_) if age < inner.retry_gap => {
-                    self.lookup("hit");
+                    self.lookup(Lookup::Hit);
                     return Ok(entry.answer());
                 }
                 Cached::Missing | Cached::Unconfirmed(_) => {
@@ -283,7 +316,7 @@ impl ManifestCache {
             .failed_at()
             .is_some_and(|at| inner.clock.since(at) < inner.retry_gap)
         {
-            self.lookup("stale");
+            self.lookup(Lookup::Stale);
             return Ok(entry.answer());
         }
         inner.entries.invalidate(key).await;
@@ -314,9 +347,9 @@ impl ManifestCache {
             .await;
         let coalesced = !loaded.load(Ordering::Relaxed);
         self.lookup(if coalesced && result.is_ok() {
-            "hit"
+            Lookup::Hit
         } else {
-            "miss"
+            Lookup::Miss
         });
         match result {
             Ok(entry) => Ok(entry.answer()),
@@ -327,6 +360,21 @@ impl ManifestCache {
     /// Drops every entry.
     pub fn purge(&self) {
         self.inner.entries.invalidate_all();
+    }
+
+    /// Drops the entry of `key` (a release manager's change: this node shows it at once).
+    pub async fn invalidate(&self, key: &ObjectKey) {
+        self.inner.entries.invalidate(key).await;
+    }
+
+    /// What is cached for `key` now, without asking an origin or counting a lookup; `None`
+    /// when nothing is (for gauges read at scrape time).
+    pub async fn peek(&self, key: &ObjectKey) -> Option<Found<Manifest>> {
+        self.inner
+            .entries
+            .get(key)
+            .await
+            .map(|entry| entry.answer())
     }
 
     /// Waits until no background revalidation is running (tests, and anyone who changed
@@ -375,12 +423,8 @@ impl ManifestCache {
         });
     }
 
-    fn lookup(&self, result: &str) {
-        self.inner
-            .metrics
-            .cache_lookups
-            .with_label_values(&["manifest", result])
-            .inc();
+    fn lookup(&self, result: Lookup) {
+        self.inner.lookups[result as usize].inc();
     }
 }
 
@@ -396,6 +440,16 @@ impl Inner {
             Some((manifest, weight.max(256)))
         }))
         .await?;
+        // No policy document is a policy too (the default, which changes nothing): cached and
+        // revalidated behind the answers like a found one, so that a channel without a policy
+        // costs no store read on the request path, not even every few seconds.
+        let found = match found {
+            Found::No if key.kind() == KeyKind::Policy => Found::Yes(
+                (Manifest::Policy(Arc::new(ChannelPolicy::default())), 256),
+                OriginName::Store,
+            ),
+            other => other,
+        };
         Ok(Cached::from_found(found))
     }
 }

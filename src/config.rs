@@ -29,6 +29,10 @@ pub struct Config {
     pub public_url: String,
     /// Separate listener for `/metrics`; without it `/metrics` is on `listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Separate listener for the admin API (`/admin/*`), so that it need not face the
+    /// internet; without it `/admin/*` is on `listen`. Either way the API is off (404)
+    /// without `RELEASE_EDGE_ADMIN_TOKENS`.
+    pub admin_listen: Option<SocketAddr>,
     /// CIDRs whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// The object store.
@@ -55,6 +59,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: "http://127.0.0.1:8080".into(),
             metrics_listen: None,
+            admin_listen: None,
             trusted_proxies: Vec::new(),
             store: StoreConfig::default(),
             cache: CacheConfig::default(),
@@ -484,8 +489,10 @@ pub struct Secrets {
     /// S3 credentials given explicitly (tests running a local S3 server with keys made at
     /// run time). `None`, always, from the environment: S3 then uses the standard AWS chain.
     pub s3_credentials: Option<aws_sdk_s3::config::Credentials>,
-    /// `RELEASE_EDGE_ADMIN_TOKENS`, comma-separated bearer tokens for `/admin/*`.
-    pub admin_tokens: Vec<SecretString>,
+    /// `RELEASE_EDGE_ADMIN_TOKENS`: comma-separated bearer tokens for `/admin/*`, each
+    /// `name:token` (the name is what the audit trail records) or a bare token (named
+    /// `token-{n}` by its position).
+    pub admin_tokens: Vec<AdminToken>,
     /// `GITHUB_TOKEN`, for private repositories and a higher rate limit.
     pub github_token: Option<SecretString>,
     /// `CLOUDFLARE_API_TOKEN`: a Cloudflare API token with the zone's "Cache Purge" permission.
@@ -499,16 +506,52 @@ pub struct Secrets {
     pub cdn_aws_credentials: Option<aws_sdk_s3::config::Credentials>,
 }
 
-impl Secrets {
-    /// Reads the secrets from the process environment.
-    pub fn from_env() -> Self {
-        let admin_tokens = std::env::var("RELEASE_EDGE_ADMIN_TOKENS")
-            .unwrap_or_default()
+/// One admin token and the name the audit trail gives its holder.
+#[derive(Clone)]
+pub struct AdminToken {
+    /// Who holds it (`alice`, `ci`); not secret.
+    pub name: String,
+    /// The bearer token.
+    pub token: SecretString,
+}
+
+impl AdminToken {
+    /// Parses `RELEASE_EDGE_ADMIN_TOKENS`: comma-separated `name:token` or bare tokens. A
+    /// name is letters, digits and `._@-` (at most 64); anything else before a `:` is part
+    /// of a bare token.
+    pub fn parse_list(value: &str) -> Vec<AdminToken> {
+        value
             .split(',')
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .map(|t| SecretString::from(t.to_owned()))
-            .collect();
+            .enumerate()
+            .filter_map(|(i, entry)| {
+                let named = entry.split_once(':').filter(|(name, token)| {
+                    !name.is_empty()
+                        && name.len() <= 64
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c))
+                        && !token.is_empty()
+                });
+                let (name, token) = match named {
+                    Some((name, token)) => (name.to_owned(), token),
+                    None => (format!("token-{}", i + 1), entry),
+                };
+                (!token.is_empty()).then(|| AdminToken {
+                    name,
+                    token: SecretString::from(token.to_owned()),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Secrets {
+    /// Reads the secrets from the process environment.
+    pub fn from_env() -> Self {
+        let admin_tokens =
+            AdminToken::parse_list(&std::env::var("RELEASE_EDGE_ADMIN_TOKENS").unwrap_or_default());
         let secret = |name: &str| {
             std::env::var(name)
                 .ok()
@@ -646,6 +689,14 @@ impl Config {
         }
         if self.store.timeout.is_zero() {
             return Err(invalid("store.timeout", "must be more than 0"));
+        }
+        if let Some(admin) = self.admin_listen
+            && (admin == self.listen || Some(admin) == self.metrics_listen)
+        {
+            return Err(invalid(
+                "admin_listen",
+                "must differ from listen and metrics_listen (leave it unset to serve /admin on listen)",
+            ));
         }
         if self.store.kind == StoreKind::S3 {
             if self.store.bucket.as_deref().is_none_or(str::is_empty) {
@@ -879,6 +930,49 @@ mod tests {
             let secrets = format!("{:?}", Secrets::from_env());
             assert!(secrets.contains("admin_tokens: <1 set>"), "{secrets}");
             assert!(!secrets.contains("hunter2"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn admin_tokens_are_named() {
+        use secrecy::ExposeSecret;
+        let tokens = AdminToken::parse_list(
+            " alice:s3cret-a, ci-bot:tok:with:colons ,, bare-token,:nameless, weird name:x",
+        );
+        let parsed: Vec<(String, String)> = tokens
+            .iter()
+            .map(|t| (t.name.clone(), t.token.expose_secret().to_owned()))
+            .collect();
+        assert_eq!(
+            parsed,
+            [
+                ("alice".into(), "s3cret-a".into()),
+                ("ci-bot".into(), "tok:with:colons".into()),
+                ("token-3".into(), "bare-token".into()),
+                ("token-4".into(), ":nameless".into()),
+                ("token-5".into(), "weird name:x".into()),
+            ]
+        );
+        assert!(AdminToken::parse_list("").is_empty());
+    }
+
+    #[test]
+    fn admin_listen_must_be_its_own() {
+        Jail::expect_with(|jail| {
+            jail.create_dir("store")?;
+            let err = load(
+                jail,
+                "listen = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:8080\"\n[store]\nroot = \"store\"\n",
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("admin_listen"), "{err}");
+            let config = load(
+                jail,
+                "admin_listen = \"127.0.0.1:9465\"\n[store]\nroot = \"store\"\n",
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!(config.admin_listen, Some("127.0.0.1:9465".parse().unwrap()));
             Ok(())
         });
     }

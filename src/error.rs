@@ -11,10 +11,12 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
+use crate::manage::ManageError;
 use crate::origin::OriginError;
 use crate::origin::github::GitHubError;
 use crate::release::channel::InvalidChannel;
 use crate::release::platform::DetectError;
+use crate::release::policy::PolicyError;
 use crate::store::StoreError;
 use crate::store::key::KeyError;
 
@@ -61,6 +63,29 @@ pub enum AppError {
     /// An origin failed; the error names which.
     #[error(transparent)]
     Origin(#[from] OriginError),
+    /// The admin API without a bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The admin API with a token that is not one.
+    #[error("{0}")]
+    Forbidden(String),
+    /// An address that presented wrong admin tokens must wait.
+    #[error("too many wrong tokens from this address; retry in {} s", retry_after.as_secs().max(1))]
+    TooManyAttempts {
+        /// How long.
+        retry_after: Duration,
+    },
+    /// A release manager's change refused (nothing written): an unknown version, a stale
+    /// `If-Match`, the last servable version, ... `code` names which.
+    #[error("{message}")]
+    Refused {
+        /// 404, 409, 412, 428, ...
+        status: StatusCode,
+        /// Machine-readable code.
+        code: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// A bug: caught panics and the like.
     #[error("internal error: {0}")]
     Internal(String),
@@ -82,6 +107,12 @@ impl AppError {
             }
             AppError::RequestTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             AppError::Origin(ref err) => origin_status(err),
+            AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            AppError::TooManyAttempts { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
+            }
+            AppError::Refused { status, code, .. } => (status, code),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -167,6 +198,36 @@ impl From<InvalidChannel> for AppError {
     }
 }
 
+impl From<ManageError> for AppError {
+    fn from(err: ManageError) -> Self {
+        const BAD: StatusCode = StatusCode::BAD_REQUEST;
+        const CONFLICT: StatusCode = StatusCode::CONFLICT;
+        let (status, code) = match err {
+            ManageError::Store(store) => return AppError::Origin(OriginError::Store(store)),
+            ManageError::Other(message) => return AppError::Internal(message),
+            ManageError::Channel(_) => (BAD, "invalid_channel"),
+            ManageError::Version(_) => (BAD, "invalid_version"),
+            ManageError::Policy(PolicyError::Percentage(_)) => (BAD, "invalid_percentage"),
+            ManageError::Policy(_) => (BAD, "invalid_policy"),
+            ManageError::NoReason => (BAD, "reason_required"),
+            ManageError::UnknownVersion { .. } => (StatusCode::NOT_FOUND, "unknown_version"),
+            ManageError::NotYanked { .. } => (CONFLICT, "not_yanked"),
+            ManageError::LastServable { .. } => (CONFLICT, "last_servable_version"),
+            ManageError::MinimumTooHigh { .. } => (CONFLICT, "minimum_version_unservable"),
+            ManageError::RollbackToYanked { .. } => (CONFLICT, "version_yanked"),
+            ManageError::Stale { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
+            ManageError::PreconditionRequired { .. } => {
+                (StatusCode::PRECONDITION_REQUIRED, "precondition_required")
+            }
+        };
+        AppError::Refused {
+            status,
+            code,
+            message: err.to_string(),
+        }
+    }
+}
+
 /// Logs `err` with its whole `source()` chain.
 fn log_server_error(err: &AppError) {
     let mut chain = err.to_string();
@@ -213,6 +274,17 @@ impl IntoResponse for AppError {
             }
             AppError::MethodNotAllowed => {
                 headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            }
+            AppError::Unauthorized(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"release-edge admin\""),
+                );
+            }
+            AppError::TooManyAttempts { retry_after } => {
+                // Whole seconds, rounded up: a client that waits this long is admitted.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
             _ => {}
         }

@@ -9,12 +9,15 @@ use serde::Serialize;
 use crate::cache::Manifest;
 use crate::error::AppError;
 use crate::origin::Found;
+use crate::policy::{self, Answer};
 use crate::release::channel::Channel;
 use crate::release::electron::{ChannelFile, ElectronManifest};
 use crate::release::platform::{Arch, Format, Platform, packager_format};
+use crate::release::policy::Which;
 use crate::release::squirrel::SquirrelReleases;
 use crate::release::tauri::TauriManifest;
 use crate::release::{Available, ReleaseFile, choose_file, rollout};
+use crate::response::feed::FeedBody;
 use crate::state::App;
 use crate::store::ObjectKey;
 
@@ -55,26 +58,33 @@ pub struct UpdateJson {
     pub signature: Option<String>,
     /// cargo-packager's artifact kind: `app`, `appimage`, `nsis`, `wix`.
     pub format: &'static str,
+    /// The client runs a version below the channel's `minimum_version` (SPEC §2.5): the
+    /// app decides what "required" means (Tauri exposes the body as `rawJson`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// The channel's `minimum_version`, sent with `required`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimum_version: Option<String>,
 }
 
-/// The answer of the JSON protocol.
-#[derive(Debug, Clone, PartialEq)]
-pub enum JsonAnswer {
-    /// `200` with the update.
-    Update(UpdateJson),
-    /// `204`: up to date (or not in this release's rollout yet).
-    UpToDate,
+/// The JSON body of an update answer, with its ETag.
+pub fn json_body(update: &UpdateJson) -> Result<FeedBody, AppError> {
+    serde_json::to_vec(update)
+        .map(|bytes| FeedBody::new(bytes.into()))
+        .map_err(|e| AppError::Internal(format!("cannot encode update JSON: {e}")))
 }
 
-/// The answer and whether it depended on the client's rollout bucket.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decided {
-    /// The answer.
-    pub answer: JsonAnswer,
-    /// True when a staged rollout decided it (the answer is per client).
-    pub per_client: bool,
+/// An answer of the JSON protocol without a policy: `body` is the update, or `None` (`204`).
+fn json_answer(update: Option<&UpdateJson>, per_client: bool) -> Result<Answer, AppError> {
+    Ok(Answer {
+        body: update.map(json_body).transpose()?,
+        update: update.is_some(),
+        per_client,
+        required: false,
+    })
 }
 
+/// The key of `releases/latest/{name}`.
 fn latest_key(name: &str) -> Result<ObjectKey, AppError> {
     ObjectKey::from_trusted(format!("{LATEST_DIR}/{name}"))
         .map_err(|e| AppError::Internal(format!("bad manifest key {name}: {e}")))
@@ -127,14 +137,28 @@ pub async fn client_channel_file(
     arch: Option<Arch>,
     need: Need,
 ) -> Result<Option<Arc<ElectronManifest>>, AppError> {
+    Ok(resolve_channel_file(app, channel, platform, arch, need)
+        .await?
+        .map(|(_, found)| found))
+}
+
+/// As [`client_channel_file`], with the channel file that was found.
+pub async fn resolve_channel_file(
+    app: &App,
+    channel: &Channel,
+    platform: Platform,
+    arch: Option<Arch>,
+    need: Need,
+) -> Result<Option<(ChannelFile, Arc<ElectronManifest>)>, AppError> {
     let file = ChannelFile::for_client(channel, platform, arch);
     if file.arch.is_none() {
-        return channel_file(app, &file, need).await;
+        return Ok(channel_file(app, &file, need).await?.map(|m| (file, m)));
     }
     if let Some(found) = channel_file(app, &file, Need::Optional).await? {
-        return Ok(Some(found));
+        return Ok(Some((file, found)));
     }
-    channel_file(app, &ChannelFile::for_client(channel, platform, None), need).await
+    let file = ChannelFile::for_client(channel, platform, None);
+    Ok(channel_file(app, &file, need).await?.map(|m| (file, m)))
 }
 
 /// The Squirrel.Windows `RELEASES` of a channel: `RELEASES` for `latest`,
@@ -163,19 +187,31 @@ pub fn is_newer(release: &semver::Version, client: &semver::Version) -> bool {
 }
 
 /// The JSON protocol: Tauri's static manifest when it has an entry for the client, else the
-/// electron-builder channel file's update artifact (SPEC §2.3).
-pub async fn json_update(app: &App, check: &UpdateCheck) -> Result<Decided, AppError> {
+/// electron-builder channel file's update artifact (SPEC §2.3), under the channel's release
+/// policy when it has one (SPEC §2.5). `body: None` is the `204`.
+pub async fn json_update(app: &App, check: &UpdateCheck) -> Result<Answer, AppError> {
+    let policy = policy::of_channel(app, &check.channel).await;
     let tauri_key = latest_key(&format!("{}.json", check.channel))?;
-    if let Some(Manifest::Tauri(tauri)) = manifest(app, &tauri_key, Need::Optional).await?
-        && let Some(answer) = tauri_answer(&tauri, check)
-    {
-        return Ok(Decided {
-            answer,
-            per_client: false,
-        });
+    if let Some(Manifest::Tauri(tauri)) = manifest(app, &tauri_key, Need::Optional).await? {
+        match &policy {
+            Some(policy) => {
+                let view = app
+                    .policies
+                    .tauri(app, &check.channel, tauri, Arc::clone(policy))
+                    .await?;
+                if view.serves(check.platform, check.arch) {
+                    return Ok(tauri_policy_answer(&view, check));
+                }
+            }
+            None => {
+                if let Some(answer) = tauri_answer(&tauri, check) {
+                    return json_answer(answer.as_ref(), false);
+                }
+            }
+        }
     }
 
-    let found = client_channel_file(
+    let found = resolve_channel_file(
         app,
         &check.channel,
         check.platform,
@@ -183,7 +219,7 @@ pub async fn json_update(app: &App, check: &UpdateCheck) -> Result<Decided, AppE
         Need::Required,
     )
     .await?;
-    let Some(release) = found else {
+    let Some((file, release)) = found else {
         return Err(AppError::NoRelease {
             message: format!(
                 "no release for {}/{} in channel {}",
@@ -192,61 +228,203 @@ pub async fn json_update(app: &App, check: &UpdateCheck) -> Result<Decided, AppE
             available: Vec::new(),
         });
     };
-    if !is_newer(&release.version, &check.version) {
-        return Ok(Decided {
-            answer: JsonAnswer::UpToDate,
-            per_client: false,
-        });
+    if let Some(policy) = policy {
+        let view = app.policies.electron(app, &file, release, policy).await?;
+        return electron_policy_answer(app, &view, check).await;
     }
-    let format = check.platform.update_format();
-    let Some(file) = choose_file(&release.files, format, Some(check.arch)) else {
-        return Err(AppError::NoRelease {
-            message: format!(
-                "release {} has no {format} for {}/{}",
-                release.version, check.platform, check.arch
-            ),
-            available: release.files.iter().map(Available::from).collect(),
-        });
-    };
+    if !is_newer(&release.version, &check.version) {
+        return json_answer(None, false);
+    }
     let mut per_client = false;
     if let Some(percentage) = release.staging_percentage.filter(|p| *p < 100.0) {
         per_client = true;
         let id = check.client_id.as_deref().unwrap_or("");
         if !rollout::in_rollout(id, &release.version.to_string(), percentage) {
-            return Ok(Decided {
-                answer: JsonAnswer::UpToDate,
-                per_client,
-            });
+            return json_answer(None, per_client);
         }
     }
-    let signature = signature_of(app, &release.version, file).await?;
-    Ok(Decided {
-        answer: JsonAnswer::Update(UpdateJson {
-            version: release.version.to_string(),
-            notes: release.notes.clone(),
-            pub_date: release.release_date.clone(),
-            url: file.url.clone(),
-            signature,
-            format: packager_format(&file.name, check.platform),
-        }),
-        per_client,
-    })
+    let update = electron_update_json(
+        app,
+        &release,
+        check.platform,
+        check.arch,
+        release.notes.clone(),
+        None,
+    )
+    .await?
+    .ok_or_else(|| no_update_artifact(&release, check))?;
+    json_answer(Some(&update), per_client)
 }
 
-fn tauri_answer(tauri: &TauriManifest, check: &UpdateCheck) -> Option<JsonAnswer> {
-    let entry = tauri.entry(check.platform, check.arch)?;
-    if !is_newer(&tauri.version, &check.version) {
-        return Some(JsonAnswer::UpToDate);
+/// The update a client on `platform`/`arch` gets from `release`: its update artifact
+/// (SPEC §2.3) with its signature; `None` when the release has none for that arch.
+/// `minimum`: the client is below the channel's `minimum_version`, which is sent with
+/// `required: true`.
+pub async fn electron_update_json(
+    app: &App,
+    release: &ElectronManifest,
+    platform: Platform,
+    arch: Arch,
+    notes: Option<String>,
+    minimum: Option<&semver::Version>,
+) -> Result<Option<UpdateJson>, AppError> {
+    let Some(file) = choose_file(&release.files, platform.update_format(), Some(arch)) else {
+        return Ok(None);
+    };
+    let signature = signature_of(app, &release.version, file).await?;
+    Ok(Some(UpdateJson {
+        version: release.version.to_string(),
+        notes,
+        pub_date: release.release_date.clone(),
+        url: file.url.clone(),
+        signature,
+        format: packager_format(&file.name, platform),
+        required: minimum.is_some(),
+        minimum_version: minimum.map(semver::Version::to_string),
+    }))
+}
+
+/// The `404` of a release without an update artifact for the client.
+pub fn no_update_artifact(release: &ElectronManifest, check: &UpdateCheck) -> AppError {
+    let format = check.platform.update_format();
+    AppError::NoRelease {
+        message: format!(
+            "release {} has no {format} for {}/{}",
+            release.version, check.platform, check.arch
+        ),
+        available: release.files.iter().map(Available::from).collect(),
     }
+}
+
+/// The JSON protocol from an electron-builder channel file under a policy: the view
+/// decides which release, its cell keeps the body.
+async fn electron_policy_answer(
+    app: &App,
+    view: &policy::ElectronView,
+    check: &UpdateCheck,
+) -> Result<Answer, AppError> {
+    let decision = view.decide(Some(&check.version), || check.client_id.clone());
+    let up_to_date = |per_client| Answer {
+        body: None,
+        update: false,
+        per_client,
+        required: false,
+    };
+    let (Some(which), Some(offered)) = (decision.offer, view.offered(decision.offer)) else {
+        return Ok(up_to_date(decision.per_client));
+    };
+    if !is_newer(&offered.release.version, &check.version) {
+        return Ok(up_to_date(decision.per_client));
+    }
+    let mut per_client = decision.per_client;
+    // Without a staged policy, the manifest's own stagingPercentage decides, as without a
+    // policy at all.
+    if which == Which::Current
+        && !view.policy().is_staged()
+        && let Some(percentage) = offered.release.staging_percentage.filter(|p| *p < 100.0)
+    {
+        per_client = true;
+        let id = check.client_id.as_deref().unwrap_or("");
+        if !rollout::in_rollout(id, &offered.label, percentage) {
+            return Ok(up_to_date(per_client));
+        }
+    }
+    let required = decision.required;
+    let body = view
+        .json_cell(check.arch, which, required)
+        .get_or_try_init(|| async {
+            let minimum = view.policy().minimum_version.as_ref().filter(|_| required);
+            let update = electron_update_json(
+                app,
+                &offered.release,
+                check.platform,
+                check.arch,
+                offered.notes.clone(),
+                minimum,
+            )
+            .await?;
+            update.as_ref().map(json_body).transpose()
+        })
+        .await?;
+    match body {
+        Some(body) => Ok(Answer {
+            body: Some(body.clone()),
+            update: true,
+            per_client,
+            required,
+        }),
+        None => Err(no_update_artifact(&offered.release, check)),
+    }
+}
+
+/// The JSON protocol from a Tauri static manifest under a policy.
+fn tauri_policy_answer(view: &policy::TauriView, check: &UpdateCheck) -> Answer {
+    let (decision, manifest) = view.decide(&check.version, || check.client_id.clone());
+    let up_to_date = Answer {
+        body: None,
+        update: false,
+        per_client: decision.per_client,
+        required: false,
+    };
+    let (Some(which), Some(manifest)) = (decision.offer, manifest) else {
+        return up_to_date;
+    };
+    if !is_newer(&manifest.version, &check.version) {
+        return up_to_date;
+    }
+    let body = view
+        .json_cell(check.platform, check.arch, which, decision.required)
+        .get_or_init(|| {
+            let mut update = tauri_update(manifest, check)?;
+            if let Some(notes) = view.policy().notes_for(&manifest.version) {
+                update.notes = Some(notes.to_owned());
+            }
+            if decision.required {
+                update.required = true;
+                update.minimum_version = view
+                    .policy()
+                    .minimum_version
+                    .as_ref()
+                    .map(semver::Version::to_string);
+            }
+            json_body(&update).ok()
+        });
+    match body {
+        Some(body) => Answer {
+            body: Some(body.clone()),
+            update: true,
+            per_client: decision.per_client,
+            required: decision.required,
+        },
+        // The release offered has no entry for this client: nothing to offer it.
+        None => up_to_date,
+    }
+}
+
+/// A Tauri manifest's answer for `check`: `None` when it has no entry for the client,
+/// `Some(None)` when the client is up to date.
+fn tauri_answer(tauri: &TauriManifest, check: &UpdateCheck) -> Option<Option<UpdateJson>> {
+    tauri.entry(check.platform, check.arch)?;
+    if !is_newer(&tauri.version, &check.version) {
+        return Some(None);
+    }
+    Some(tauri_update(tauri, check))
+}
+
+/// The update a Tauri manifest's entry for the client describes.
+fn tauri_update(tauri: &TauriManifest, check: &UpdateCheck) -> Option<UpdateJson> {
+    let entry = tauri.entry(check.platform, check.arch)?;
     let name = entry.url.rsplit('/').next().unwrap_or(&entry.url);
-    Some(JsonAnswer::Update(UpdateJson {
+    Some(UpdateJson {
         version: tauri.version.to_string(),
         notes: tauri.notes.clone(),
         pub_date: tauri.pub_date.clone(),
         url: entry.url.clone(),
         signature: Some(entry.signature.clone()),
         format: packager_format(name, check.platform),
-    }))
+        required: false,
+        minimum_version: None,
+    })
 }
 
 /// The content of `releases/v{version}/{file}.sig`, when there is one.
@@ -264,19 +442,33 @@ async fn signature_of(
     })
 }
 
-/// The installer for a visitor of `/latest` (SPEC §2.2).
+/// The installer for a visitor of `/latest` (SPEC §2.2), under the channel's policy (a
+/// halted or staged release is not every new user's, a yanked one nobody's). The flag: a
+/// rollout decided it for this visitor (`id` gives its identity), so no shared cache may
+/// keep the answer.
 pub async fn latest_installer(
     app: &App,
     channel: &Channel,
     platform: Platform,
     arch: Option<Arch>,
     format: Format,
-) -> Result<ReleaseFile, AppError> {
-    let found = client_channel_file(app, channel, platform, arch, Need::Required).await?;
-    if let Some(release) = found
-        && let Some(file) = choose_file(&release.files, format, arch)
-    {
-        return Ok(file.clone());
+    id: impl FnOnce() -> Option<String>,
+) -> Result<(ReleaseFile, bool), AppError> {
+    let found = resolve_channel_file(app, channel, platform, arch, Need::Required).await?;
+    let mut per_client = false;
+    if let Some((file, release)) = found {
+        let chosen = match policy::of_channel(app, channel).await {
+            Some(policy) => {
+                let view = app.policies.electron(app, &file, release, policy).await?;
+                let (chosen, decided) = view.latest(format, arch, id);
+                per_client = decided;
+                chosen.cloned()
+            }
+            None => choose_file(&release.files, format, arch).cloned(),
+        };
+        if let Some(file) = chosen {
+            return Ok((file, per_client));
+        }
     }
     let arch_text = arch.map_or("any arch", Arch::as_str);
     Err(AppError::NoRelease {

@@ -2,6 +2,7 @@
 //! serving artifacts, update feeds and download links.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cache;
 pub mod cdn;
 pub mod clock;
@@ -11,10 +12,12 @@ pub mod feeds;
 pub mod handlers;
 pub mod http;
 pub mod inventory;
+pub mod manage;
 pub mod metrics;
 pub mod middleware;
 pub mod mirror;
 pub mod origin;
+pub mod policy;
 pub mod publish;
 pub mod release;
 pub mod response;

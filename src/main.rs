@@ -6,18 +6,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use release_edge::cdn::{Cdn, Change, ChangeKind, PurgeError};
 use release_edge::clock::Clock;
 use release_edge::config::{Config, Secrets, StoreKind};
+use release_edge::manage::{self, Actor, Manager};
 use release_edge::metrics::Metrics;
 use release_edge::origin::github::GitHubOrigin;
 use release_edge::release::channel::Channel;
+use release_edge::release::policy::ChannelPolicy;
 use release_edge::server::{Server, shutdown_signal};
-use release_edge::store::Store;
+use release_edge::store::{Precondition, Store};
 use release_edge::{App, inventory, mirror, publish, telemetry};
 
 /// A release-distribution server for desktop apps.
@@ -89,15 +91,63 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// List every version and where it lives: in the store, on GitHub, or both.
+    /// List every version and where it lives (in the store, on GitHub, or both), then each
+    /// channel: what it serves, its current and previous release, its policy.
     Status {
-        /// Print JSON instead of a table.
+        /// Print JSON (the versions) instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only this channel in the channels' part.
+        #[arg(long)]
+        channel: Option<String>,
         /// The mirror's work directory, whose cached list of releases is revalidated.
         #[arg(long)]
         work_dir: Option<PathBuf>,
         /// Config file naming the store and the repository.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Show or replace a channel's release policy (policy/{channel}.json).
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+    /// Stop offering the channel's current release to anyone who does not run it yet.
+    Halt(ChannelArgs),
+    /// Offer a halted release again (at its rollout percentage).
+    Resume(ChannelArgs),
+    /// Offer the channel's current release to a share of its clients; the others get the
+    /// release before it.
+    Rollout {
+        /// 0 to 100.
+        #[arg(long)]
+        percentage: String,
+        #[command(flatten)]
+        target: ChannelArgs,
+    },
+    /// Never offer VERSION again (its files stay downloadable); the channel falls back to
+    /// its newest version not yanked.
+    Yank {
+        /// The version.
+        version: String,
+        /// Why (kept in the policy and the audit trail).
+        #[arg(long)]
+        reason: String,
+        /// The channel (default: the version's own: 1.2.0-beta.1 → beta).
+        #[arg(long)]
+        channel: Option<String>,
+        /// Config file naming the store (default: config/release-edge.toml when it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Offer a yanked VERSION again.
+    Unyank {
+        /// The version.
+        version: String,
+        /// The channel (default: the version's own).
+        #[arg(long)]
+        channel: Option<String>,
+        /// Config file naming the store (default: config/release-edge.toml when it exists).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -114,6 +164,35 @@ enum Command {
         /// How long the answer may take.
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+    },
+}
+
+/// The channel a policy command acts on, and the store.
+#[derive(clap::Args)]
+struct ChannelArgs {
+    /// The channel.
+    #[arg(long, default_value = "latest")]
+    channel: String,
+    /// Config file naming the store (default: config/release-edge.toml when it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Print the channel's policy document and its ETag.
+    Show(ChannelArgs),
+    /// Replace the channel's policy document with FILE (`-`: standard input), checked as
+    /// the admin API checks it.
+    Set {
+        /// The new document (JSON).
+        file: PathBuf,
+        /// Replace only if the stored document still has this ETag (from `policy show`);
+        /// without it, the document read just before the write is replaced.
+        #[arg(long)]
+        if_match: Option<String>,
+        #[command(flatten)]
+        target: ChannelArgs,
     },
 }
 
@@ -156,7 +235,9 @@ fn main() -> ExitCode {
             to,
             config,
         } => with_tools(config, |tools| async move {
-            let written = publish::rollback(&tools.store, &channel, &to).await?;
+            let written = Manager::new(tools.store.clone())
+                .rollback(&channel, &to, &Actor::cli(), SystemTime::now())
+                .await?;
             println!("{channel} now serves {to}: {}", written.join(", "));
             tools
                 .purge(Change {
@@ -218,8 +299,55 @@ fn main() -> ExitCode {
             );
             purged
         }),
+        Command::Policy { action } => policy_command(action),
+        Command::Halt(target) => with_channel(target, |m, channel, who, at| async move {
+            m.halt(&channel, &who, at).await
+        }),
+        Command::Resume(target) => with_channel(target, |m, channel, who, at| async move {
+            m.resume(&channel, &who, at).await
+        }),
+        Command::Rollout { percentage, target } => {
+            with_channel(target, |m, channel, who, at| async move {
+                let value = serde_json::from_str(&percentage)
+                    .unwrap_or(serde_json::Value::String(percentage));
+                m.rollout(&channel, &value, &who, at).await
+            })
+        }
+        Command::Yank {
+            version,
+            reason,
+            channel,
+            config,
+        } => with_tools(config, |tools| async move {
+            let change = Manager::new(tools.store.clone())
+                .yank(
+                    &version,
+                    channel.as_deref(),
+                    &reason,
+                    &Actor::cli(),
+                    SystemTime::now(),
+                )
+                .await?;
+            changed(&tools, &change).await
+        }),
+        Command::Unyank {
+            version,
+            channel,
+            config,
+        } => with_tools(config, |tools| async move {
+            let change = Manager::new(tools.store.clone())
+                .unyank(
+                    &version,
+                    channel.as_deref(),
+                    &Actor::cli(),
+                    SystemTime::now(),
+                )
+                .await?;
+            changed(&tools, &change).await
+        }),
         Command::Status {
             json,
+            channel,
             work_dir,
             config,
         } => with_tools(config, |tools| async move {
@@ -254,6 +382,10 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::to_string_pretty(&locations)?);
             } else {
                 print!("{}", inventory::render(&locations));
+                let inventory = Manager::new(tools.store.clone())
+                    .inventory(&locations)
+                    .await?;
+                print_channels(&inventory, channel.as_deref());
             }
             Ok(())
         }),
@@ -291,6 +423,7 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         tracing::info!(
             listen = %server.local_addr()?,
             metrics = ?server.metrics_addr(),
+            admin = ?server.admin_addr(),
             origins = %state.origins.describe(),
             version = env!("CARGO_PKG_VERSION"),
             "release-edge listening"
@@ -387,6 +520,113 @@ where
         })
         .await
     })
+}
+
+/// Runs a change of one channel's policy, as the CLI's user, now; prints it and purges the
+/// CDN's copies of the channel's answers when it changed something.
+fn with_channel<F, Fut>(target: ChannelArgs, run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Manager, Channel, Actor, SystemTime) -> Fut,
+    Fut: std::future::Future<Output = Result<manage::Change, manage::ManageError>>,
+{
+    let channel = Channel::parse(&target.channel)?;
+    with_tools(target.config, |tools| async move {
+        let manager = Manager::new(tools.store.clone());
+        let change = run(manager, channel, Actor::cli(), SystemTime::now()).await?;
+        changed(&tools, &change).await
+    })
+}
+
+/// Prints a policy change; purges the CDN when it changed something.
+async fn changed(tools: &Tools, change: &manage::Change) -> anyhow::Result<()> {
+    let verb = if change.changed { "now" } else { "unchanged" };
+    println!(
+        "policy/{}.json ({}, {verb}):\n{}",
+        change.channel,
+        change.action,
+        serde_json::to_string_pretty(&change.after.to_json()).unwrap_or_default()
+    );
+    if !change.changed {
+        return Ok(());
+    }
+    tools
+        .purge(Change::channel(ChangeKind::Policy, change.channel.clone()))
+        .await
+}
+
+fn policy_command(action: PolicyAction) -> anyhow::Result<()> {
+    match action {
+        PolicyAction::Show(target) => {
+            let channel = Channel::parse(&target.channel)?;
+            with_tools(target.config, |tools| async move {
+                let stored = Manager::new(tools.store.clone()).policy(&channel).await?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&stored.policy.to_json())?
+                );
+                match stored.etag {
+                    Some(etag) => eprintln!("# policy/{channel}.json, ETag {etag}"),
+                    None => {
+                        eprintln!("# policy/{channel}.json does not exist yet (the defaults above)")
+                    }
+                }
+                Ok(())
+            })
+        }
+        PolicyAction::Set {
+            file,
+            if_match,
+            target,
+        } => with_channel(target, |m, channel, who, at| async move {
+            let bytes = if file.as_os_str() == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                    .map_err(|e| manage::ManageError::Other(format!("reading stdin: {e}")))?;
+                buf
+            } else {
+                std::fs::read(&file).map_err(|e| {
+                    manage::ManageError::Other(format!("reading {}: {e}", file.display()))
+                })?
+            };
+            let policy = ChannelPolicy::parse(&bytes)?;
+            let precondition = match if_match {
+                Some(etag) if etag.starts_with('"') => Precondition::Matches(etag),
+                Some(etag) => Precondition::Matches(format!("\"{etag}\"")),
+                None => match m.policy(&channel).await?.etag {
+                    Some(etag) => Precondition::Matches(etag),
+                    None => Precondition::Absent,
+                },
+            };
+            m.replace(&channel, policy, Some(precondition), &who, at)
+                .await
+        }),
+    }
+}
+
+/// The channels' part of `status`: what each serves, its current and previous release,
+/// its policy.
+fn print_channels(inventory: &manage::Inventory, only: Option<&str>) {
+    for channel in inventory
+        .channels
+        .iter()
+        .filter(|c| only.is_none_or(|o| o == c.channel))
+    {
+        println!();
+        println!("channel {}", channel.channel);
+        println!(
+            "  current: {}   previous: {}",
+            channel.current.as_deref().unwrap_or("-"),
+            channel.previous.as_deref().unwrap_or("-")
+        );
+        for (file, version) in &channel.serves {
+            println!("  serves {file}: {version}");
+        }
+        println!("  versions: {}", channel.versions.join(", "));
+        println!(
+            "  policy: {}",
+            serde_json::to_string(&channel.policy).unwrap_or_default()
+        );
+    }
 }
 
 fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {

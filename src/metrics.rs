@@ -10,6 +10,7 @@ use prometheus::{
 };
 
 use crate::config::FallbackReason;
+use crate::release::policy::Rollout;
 
 /// Request-duration buckets, seconds: from a cached manifest answered in well under a
 /// millisecond to a large download that runs for minutes (duration is time to the end of
@@ -110,6 +111,11 @@ pub struct Metrics {
     pub admin_changes: IntCounterVec,
     /// `release_edge_cdn_purges_total{outcome}` (`ok`, `error`): CDN purges, retries done.
     pub cdn_purges: IntCounterVec,
+    /// `release_edge_channel_rollout_percentage{channel}`: the rollout percentage of each
+    /// channel's current release, as this node's policy cache holds it (100 without one).
+    pub channel_rollout: IntGaugeVec,
+    /// `release_edge_channel_halted{channel}`: 1 while a channel's rollout is halted.
+    pub channel_halted: IntGaugeVec,
     /// `release_edge_ready`: 1 when the last readiness evaluation found an origin answering.
     pub ready: IntGauge,
     /// `release_edge_store_circuit_open`: 1 while the store's circuit breaker is open.
@@ -243,6 +249,20 @@ impl Metrics {
         for outcome in ["ok", "error"] {
             cdn_purges.with_label_values(&[outcome]);
         }
+        let channel_rollout = IntGaugeVec::new(
+            Opts::new(
+                "release_edge_channel_rollout_percentage",
+                "Rollout percentage of each channel's current release (its release policy; 100 without one), by channel.",
+            ),
+            &["channel"],
+        )?;
+        let channel_halted = IntGaugeVec::new(
+            Opts::new(
+                "release_edge_channel_halted",
+                "1 while a channel's rollout is halted (its release policy), by channel.",
+            ),
+            &["channel"],
+        )?;
         let ready = IntGauge::new(
             "release_edge_ready",
             "1 when an origin answered the last readiness probe (/readyz), else 0.",
@@ -256,6 +276,8 @@ impl Metrics {
             Box::new(client_versions.clone()),
             Box::new(admin_changes.clone()),
             Box::new(cdn_purges.clone()),
+            Box::new(channel_rollout.clone()),
+            Box::new(channel_halted.clone()),
             Box::new(ready.clone()),
             Box::new(store_circuit_open.clone()),
         ] {
@@ -278,6 +300,8 @@ impl Metrics {
             client_versions,
             admin_changes,
             cdn_purges,
+            channel_rollout,
+            channel_halted,
             ready,
             store_circuit_open,
             routes: RwLock::new(HashMap::new()),
@@ -312,6 +336,18 @@ impl Metrics {
             }
         }
         self.fallback.with_label_values(&["stale"]);
+    }
+
+    /// Sets the rollout gauges of `channel` (at scrape time and after a change: never on
+    /// the request path). Channels come from the store's listing or a policy document, so
+    /// the series are bounded.
+    pub fn set_rollout(&self, channel: &str, rollout: Rollout) {
+        self.channel_rollout
+            .with_label_values(&[channel])
+            .set(i64::from(rollout.percentage));
+        self.channel_halted
+            .with_label_values(&[channel])
+            .set(i64::from(rollout.halted));
     }
 
     /// Exports `release_edge_egress_cost_per_gib` (`cost.egress_per_gib`), the price a

@@ -37,12 +37,13 @@ pub struct Server {
     state: AppState,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    admin_listener: Option<TcpListener>,
     tls: Option<Tls>,
 }
 
 impl Server {
     /// Loads the TLS certificate when `[tls]` is set (an unusable one is refused, naming the
-    /// key), then binds `listen` (and `metrics_listen` when set).
+    /// key), then binds `listen` (and `metrics_listen`, `admin_listen` when set).
     pub async fn bind(state: AppState) -> io::Result<Self> {
         let tls = match &state.config.tls {
             Some(config) => Some(Tls::load(config).await.map_err(io::Error::other)?),
@@ -53,10 +54,15 @@ impl Server {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
+        let admin_listener = match state.config.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             state,
             listener,
             metrics_listener,
+            admin_listener,
             tls,
         })
     }
@@ -73,12 +79,20 @@ impl Server {
             .and_then(|l| l.local_addr().ok())
     }
 
+    /// The bound admin address, if any.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and waits for in-flight
     /// requests for up to `server.shutdown_grace` before returning.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let settings = self.state.config.server.clone();
         let public = router::build(self.state.clone());
         let metrics = router::metrics(self.state.clone());
+        let admin = router::admin(self.state.clone());
         let builder = Arc::new(connection_builder(&settings));
         let graceful = GracefulShutdown::new();
         // Connection tasks live in this set, so that when the grace period is over they are
@@ -93,6 +107,10 @@ impl Server {
                 // Metrics stay plain HTTP: scraped from inside the network.
                 accepted = accept_optional(self.metrics_listener.as_ref()) => {
                     accepted.map(|c| (c, &metrics, None))
+                }
+                // The admin API is plain HTTP too: keep `admin_listen` inside the network.
+                accepted = accept_optional(self.admin_listener.as_ref()) => {
+                    accepted.map(|c| (c, &admin, None))
                 }
                 () = &mut shutdown => break,
             };
@@ -116,6 +134,7 @@ impl Server {
 
         drop(self.listener);
         drop(self.metrics_listener);
+        drop(self.admin_listener);
         tracing::info!(
             grace = ?settings.shutdown_grace,
             "shutting down: no new connections, draining in-flight requests"

@@ -5,12 +5,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::auth::{AdminTokens, FailureLimiter};
 use crate::cache::ManifestCache;
 use crate::cdn::Cdn;
 use crate::clock::Clock;
 use crate::config::{Config, Secrets};
+use crate::manage::Manager;
 use crate::metrics::Metrics;
 use crate::origin::{OriginError, Origins};
+use crate::policy::Policies;
 use crate::store::key::CachePolicy;
 use crate::versions::KnownVersions;
 
@@ -47,6 +50,14 @@ pub struct App {
     probing: AtomicBool,
     /// The versions and channels the store holds, listed in the background.
     pub known_versions: KnownVersions,
+    /// The channels' release policies as the feeds apply them (views per channel file).
+    pub policies: Policies,
+    /// The admin API's tokens (none: the API is off).
+    pub admin_tokens: AdminTokens,
+    /// The slowdown of addresses that present wrong admin tokens.
+    pub admin_failures: FailureLimiter,
+    /// The release manager's operations on the store (none without a store).
+    pub manager: Option<Manager>,
     /// The CDN in front (`[cdn]`): purged after changes (rollback, policy), and the labels
     /// feed answers carry for it.
     pub cdn: Option<Cdn>,
@@ -91,6 +102,9 @@ impl App {
             config.cache.manifest_ttl,
             config.store.timeout,
         );
+        let admin_tokens = AdminTokens::new(&secrets.admin_tokens);
+        let admin_failures = FailureLimiter::new(clock.clone());
+        let manager = origins.store().cloned().map(Manager::new);
         Ok(AppState(Arc::new(App {
             cache_policy,
             config,
@@ -102,6 +116,10 @@ impl App {
             clock,
             probing: AtomicBool::new(false),
             known_versions,
+            policies: Policies::default(),
+            admin_tokens,
+            admin_failures,
+            manager,
             cdn,
         })))
     }

@@ -345,8 +345,8 @@ ROWS: list[tuple[str, list[Panel]]] = [
             Panel(
                 "Release-manager changes by action",
                 "Changes made through the admin API: rollbacks, halts, resumes, rollout "
-                "percentages, yanks, policy documents, cache purges. The rollout state of a "
-                "channel is what the last of these left.",
+                "percentages, yanks, policy documents, cache purges. What they left is in "
+                "the rollout-state panels.",
                 [
                     Query(
                         "sum by (action) "
@@ -355,6 +355,35 @@ ROWS: list[tuple[str, list[Panel]]] = [
                     )
                 ],
                 stacked=True,
+            ),
+            Panel(
+                "Rollout state: percentage by channel",
+                "Share of clients offered each channel's current release (its policy, "
+                "policy/{channel}.json; 100 without one), as each instance's cache holds it: "
+                "instances agree within cache.manifest_ttl of a change. The others get the "
+                "release before it.",
+                [
+                    Query(
+                        "max by (channel) "
+                        f"({m('release_edge_channel_rollout_percentage')})",
+                        "{{channel}}",
+                    )
+                ],
+                unit="percent",
+            ),
+            Panel(
+                "Rollout state: halted channels",
+                "1 (red) for a channel whose current release is offered to nobody new "
+                "(halted), 0 otherwise. Resume with POST /admin/channels/{channel}/resume or "
+                "`release-edge resume --channel {channel}`.",
+                [
+                    Query(
+                        f"max by (channel) ({m('release_edge_channel_halted')})",
+                        "{{channel}}",
+                    ),
+                ],
+                kind="stat",
+                thresholds=[(None, "green"), (1, "red")],
             ),
             Panel(
                 "CDN purges by outcome",

@@ -38,6 +38,7 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(app): State<AppState>) -> Response {
     app.update_health_gauges();
+    crate::policy::update_gauges(&app).await;
     (
         [(
             header::CONTENT_TYPE,

@@ -3,11 +3,12 @@
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 use crate::error::AppError;
 use crate::feeds;
+use crate::handlers::update::rollout_identity;
 use crate::release::channel::Channel;
 use crate::release::platform::{Format, Hints, detect};
 use crate::response::feed::label_for_cdn;
@@ -27,6 +28,8 @@ pub struct LatestQuery {
     arch: Option<String>,
     channel: Option<String>,
     format: Option<String>,
+    /// A rollout identity (SPEC §2.3), for a staged release.
+    id: Option<String>,
 }
 
 /// `/latest`.
@@ -34,8 +37,9 @@ pub async fn latest(
     state: State<AppState>,
     query: Query<LatestQuery>,
     headers: HeaderMap,
+    extensions: Extensions,
 ) -> Result<Response, AppError> {
-    redirect(state, None, None, query, headers).await
+    redirect(state, None, None, query, headers, extensions).await
 }
 
 /// `/latest/{platform}`.
@@ -44,8 +48,9 @@ pub async fn latest_platform(
     Path(platform): Path<String>,
     query: Query<LatestQuery>,
     headers: HeaderMap,
+    extensions: Extensions,
 ) -> Result<Response, AppError> {
-    redirect(state, Some(platform), None, query, headers).await
+    redirect(state, Some(platform), None, query, headers, extensions).await
 }
 
 /// `/latest/{platform}/{arch}`.
@@ -54,8 +59,17 @@ pub async fn latest_platform_arch(
     Path((platform, arch)): Path<(String, String)>,
     query: Query<LatestQuery>,
     headers: HeaderMap,
+    extensions: Extensions,
 ) -> Result<Response, AppError> {
-    redirect(state, Some(platform), Some(arch), query, headers).await
+    redirect(
+        state,
+        Some(platform),
+        Some(arch),
+        query,
+        headers,
+        extensions,
+    )
+    .await
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -68,6 +82,7 @@ async fn redirect(
     path_arch: Option<String>,
     Query(query): Query<LatestQuery>,
     headers: HeaderMap,
+    extensions: Extensions,
 ) -> Result<Response, AppError> {
     let hints = Hints {
         path_platform: path_platform.as_deref(),
@@ -90,9 +105,12 @@ async fn redirect(
         })?,
         None => detected.platform.default_installer(),
     };
-    let file =
-        feeds::latest_installer(&app, &channel, detected.platform, detected.arch, format).await?;
-    let cache_control = if detected.from_headers {
+    let id = || rollout_identity(&app, query.id.as_deref(), &headers, &extensions);
+    let (file, per_client) =
+        feeds::latest_installer(&app, &channel, detected.platform, detected.arch, format, id)
+            .await?;
+    // A staged release's rollout decided it for this visitor: no cache may hand it on.
+    let cache_control = if detected.from_headers || per_client {
         "no-store"
     } else {
         CACHE_URL_ONLY

@@ -1,5 +1,6 @@
 //! Request handlers: extract, call a service, map to a response.
 
+pub mod admin;
 pub mod health;
 pub mod latest;
 pub mod releases;

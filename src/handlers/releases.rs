@@ -57,7 +57,7 @@ pub async fn get_release(
     count_download(&app, &method, &key, carries_first_byte(&response));
     let kind = match key.kind() {
         KeyKind::Versioned => ServedKind::Artifact,
-        KeyKind::Mutable => ServedKind::Manifest,
+        KeyKind::Mutable | KeyKind::Policy => ServedKind::Manifest,
     };
     Ok(served(response, origin, kind))
 }

@@ -5,14 +5,14 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::response::Response;
-use bytes::Bytes;
-use http::{Extensions, HeaderMap, header};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, header};
 use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::error::AppError;
-use crate::feeds::{self, JsonAnswer, Need, UpdateCheck};
+use crate::feeds::{self, Need, UpdateCheck};
 use crate::metrics::{Served, ServedKind};
+use crate::policy::{self, Answer};
 use crate::release::channel::Channel;
 use crate::release::electron::ChannelFile;
 use crate::release::parse_version;
@@ -110,7 +110,8 @@ pub async fn check(
     let channel = channel(&query)?;
     if !wants_json(&headers) {
         let file = ChannelFile::for_client(&channel, client.platform, Some(client.arch));
-        return channel_file_response(&app, &client, &file, &headers, true).await;
+        let id = || client_id(&app, &query, &headers, &extensions);
+        return channel_file_response(&app, &client, &file, &headers, true, id).await;
     }
     let check = UpdateCheck {
         platform: client.platform,
@@ -119,31 +120,51 @@ pub async fn check(
         channel,
         client_id: client_id(&app, &query, &headers, &extensions),
     };
-    let decided = feeds::json_update(&app, &check).await?;
-    let caching = if decided.per_client {
+    let answer = feeds::json_update(&app, &check).await?;
+    count(&app, "json", &check.channel, &client, answer.update);
+    Ok(answered(&app, &headers, answer, JSON, &check.channel))
+}
+
+/// `X-Update-Required: true`: the client runs a version below the channel's
+/// `minimum_version` (SPEC §2.5), in every protocol.
+const UPDATE_REQUIRED: HeaderName = HeaderName::from_static("x-update-required");
+
+/// What a per-client answer varies on, besides `Accept`: the rollout identities.
+const VARY_PER_CLIENT: &str = "Accept, X-Client-Id, X-User-Staging-Id";
+
+/// The response of a feed answer: a rollout's per-client answer is `private` (and says
+/// what it varies on), a required update says so in `X-Update-Required`; labelled with the
+/// channel for the CDN.
+fn answered(
+    app: &App,
+    headers: &HeaderMap,
+    answer: Answer,
+    content_type: &'static str,
+    channel: &Channel,
+) -> Response {
+    let caching = if answer.per_client {
         FeedCaching::PerClient
     } else {
         FeedCaching::Shared
     };
-    let body = match decided.answer {
-        JsonAnswer::Update(update) => {
-            count(&app, "json", &check.channel, &client, true);
-            Some(FeedBody::new(Bytes::from(
-                serde_json::to_vec(&update)
-                    .map_err(|e| AppError::Internal(format!("cannot encode update JSON: {e}")))?,
-            )))
-        }
-        JsonAnswer::UpToDate => {
-            count(&app, "json", &check.channel, &client, false);
-            None
-        }
-    };
-    let response = feed_response(&headers, body, JSON, &app.cache_policy, caching);
-    Ok(label_for_cdn(
-        from_cache(response),
-        app.cdn.as_ref(),
-        &check.channel,
-    ))
+    let mut response = feed_response(
+        headers,
+        answer.body,
+        content_type,
+        &app.cache_policy,
+        caching,
+    );
+    if answer.per_client {
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static(VARY_PER_CLIENT));
+    }
+    if answer.required {
+        response
+            .headers_mut()
+            .insert(UPDATE_REQUIRED, HeaderValue::from_static("true"));
+    }
+    label_for_cdn(from_cache(response), app.cdn.as_ref(), channel)
 }
 
 /// `GET /update/{p}/{a}/{v}/{file}`: electron-updater's channel file (`latest-mac.yml`,
@@ -153,6 +174,7 @@ pub async fn feed_file(
     Path((platform, arch, version, file)): Path<(String, String, String, String)>,
     Query(query): Query<UpdateQuery>,
     headers: HeaderMap,
+    extensions: Extensions,
 ) -> Result<Response, AppError> {
     let client = parse_client(&platform, &arch, &version)?;
     if file == "RELEASES" {
@@ -163,75 +185,89 @@ pub async fn feed_file(
                 available: Vec::new(),
             });
         };
-        let newer = found
-            .newest
-            .as_ref()
-            .is_some_and(|n| feeds::is_newer(n, &client.version));
-        count(&app, "squirrel-windows", &channel, &client, newer);
-        let body = FeedBody {
-            bytes: found.rendered.clone(),
-            etag: found.etag.clone(),
+        let answer = match policy::of_channel(&app, &channel).await {
+            Some(policy) => app
+                .policies
+                .squirrel(&channel, found, policy)
+                .await?
+                .answer(&client.version, || {
+                    client_id(&app, &query, &headers, &extensions)
+                }),
+            None => Answer {
+                update: found
+                    .newest
+                    .as_ref()
+                    .is_some_and(|n| feeds::is_newer(n, &client.version)),
+                body: Some(FeedBody {
+                    bytes: found.rendered.clone(),
+                    etag: found.etag.clone(),
+                }),
+                per_client: false,
+                required: false,
+            },
         };
-        let response = feed_response(
-            &headers,
-            Some(body),
-            TEXT,
-            &app.cache_policy,
-            FeedCaching::Shared,
-        );
-        return Ok(label_for_cdn(
-            from_cache(response),
-            app.cdn.as_ref(),
-            &channel,
-        ));
+        count(&app, "squirrel-windows", &channel, &client, answer.update);
+        return Ok(answered(&app, &headers, answer, TEXT, &channel));
     }
     let Some(channel_file) = ChannelFile::parse(&file) else {
         return Err(AppError::NotFound(format!(
             "`{file}` is not a channel file (like latest-mac.yml) or RELEASES"
         )));
     };
-    channel_file_response(&app, &client, &channel_file, &headers, false).await
+    let id = || client_id(&app, &query, &headers, &extensions);
+    channel_file_response(&app, &client, &channel_file, &headers, false, id).await
 }
 
-/// The channel file, rendered with absolute URLs. Never a `204`: electron-updater takes an
-/// empty body for a broken manifest and compares versions itself.
+/// The channel file, rendered with absolute URLs, under the channel's policy when it has
+/// one (`id`: the client's rollout identity, asked for only while a rollout is below 100%).
+/// Never a `204`: electron-updater takes an empty body for a broken manifest and compares
+/// versions itself.
 async fn channel_file_response(
     app: &App,
     client: &Client,
     file: &ChannelFile,
     headers: &HeaderMap,
     fall_back_to_linux: bool,
+    id: impl FnOnce() -> Option<String>,
 ) -> Result<Response, AppError> {
     let found = if fall_back_to_linux {
-        feeds::client_channel_file(app, &file.channel, file.platform, file.arch, Need::Required)
+        feeds::resolve_channel_file(app, &file.channel, file.platform, file.arch, Need::Required)
             .await?
     } else {
-        feeds::channel_file(app, file, Need::Required).await?
+        feeds::channel_file(app, file, Need::Required)
+            .await?
+            .map(|found| (file.clone(), found))
     };
-    let Some(found) = found else {
+    let Some((served, found)) = found else {
         return Err(AppError::NoRelease {
             message: format!("no {} in the store", file.file_name()),
             available: Vec::new(),
         });
     };
-    let newer = feeds::is_newer(&found.version, &client.version);
-    count(app, "electron-updater", &file.channel, client, newer);
-    let body = FeedBody {
-        bytes: found.rendered.clone(),
-        etag: found.etag.clone(),
+    let answer = match policy::of_channel(app, &file.channel).await {
+        Some(policy) => app
+            .policies
+            .electron(app, &served, found, policy)
+            .await?
+            .yaml(&client.version, id),
+        None => Answer {
+            update: feeds::is_newer(&found.version, &client.version),
+            body: Some(FeedBody {
+                bytes: found.rendered.clone(),
+                etag: found.etag.clone(),
+            }),
+            per_client: false,
+            required: false,
+        },
     };
-    let response = feed_response(
-        headers,
-        Some(body),
-        YAML,
-        &app.cache_policy,
-        FeedCaching::Shared,
-    );
-    Ok(label_for_cdn(
-        from_cache(response),
-        app.cdn.as_ref(),
+    count(
+        app,
+        "electron-updater",
         &file.channel,
-    ))
+        client,
+        answer.update,
+    );
+    Ok(answered(app, headers, answer, YAML, &file.channel))
 }
 
 /// The rollout identity, first to last (SPEC §2.3): `?id=`, `X-Client-Id`,
@@ -243,6 +279,16 @@ fn client_id(
     headers: &HeaderMap,
     extensions: &Extensions,
 ) -> Option<String> {
+    rollout_identity(app, query.id.as_deref(), headers, extensions)
+}
+
+/// The rollout identity of any request (the update routes and `/latest`), given its `?id=`.
+pub(crate) fn rollout_identity(
+    app: &App,
+    query_id: Option<&str>,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Option<String> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -251,10 +297,9 @@ fn client_id(
             .filter(|v| !v.is_empty())
             .map(str::to_owned)
     };
-    query
-        .id
-        .clone()
+    query_id
         .filter(|id| !id.is_empty())
+        .map(str::to_owned)
         .or_else(|| header("x-client-id"))
         .or_else(|| header("x-user-staging-id"))
         .or_else(|| {
@@ -265,7 +310,7 @@ fn client_id(
 
 /// The client's address: the peer, or when the peer is a trusted proxy, the right-most
 /// `X-Forwarded-For` entry that is not itself a trusted proxy.
-fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+pub(crate) fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;

@@ -329,7 +329,12 @@ impl Origins {
             },
             StoreStep::Fallback { reason, error } => (reason, error),
         };
-        let Some(github) = self.github_for(reason) else {
+        // The release policy lives in the store alone: GitHub has nothing to add.
+        let github = match key.kind() {
+            KeyKind::Policy => None,
+            _ => self.github_for(reason),
+        };
+        let Some(github) = github else {
             return match store_error {
                 Some(err) => Err(OriginError::Store(err)),
                 None => Ok(Found::No),

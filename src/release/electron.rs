@@ -166,6 +166,84 @@ impl ElectronManifest {
     }
 }
 
+impl ElectronManifest {
+    /// The rendered channel file with the top-level fields `remove` dropped and `set`
+    /// written (at the end, each replacing the field of that name), for the answers a
+    /// release policy changes (SPEC §2.5): `stagingPercentage` when the server decided the
+    /// rollout, `releaseNotes` overridden, `updateRequired`. The rest keeps its bytes, as in
+    /// [`ElectronManifest::parse`]; the result is parsed back and must be the edited document,
+    /// else the document is serialized instead.
+    pub fn edited(&self, remove: &[&str], set: &[(&str, Value)]) -> Result<Bytes, ManifestError> {
+        let mut expected: Value = serde_norway::from_slice(&self.rendered)
+            .map_err(|e| ManifestError::Yaml(e.to_string()))?;
+        let map = expected
+            .as_mapping_mut()
+            .ok_or_else(|| ManifestError::Yaml("top level is not a mapping".into()))?;
+        let dropped: Vec<&str> = remove
+            .iter()
+            .copied()
+            .chain(set.iter().map(|(k, _)| *k))
+            .collect();
+        for key in &dropped {
+            map.remove(*key);
+        }
+        let mut tail = String::new();
+        for (key, value) in set {
+            map.insert(Value::from(*key), value.clone());
+            tail.push_str(&format!("{key}: {}\n", yaml_scalar(value)?));
+        }
+        if let Ok(text) = std::str::from_utf8(&self.rendered) {
+            let mut out = without_top_level(text, &dropped);
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&tail);
+            if serde_norway::from_str::<Value>(&out).is_ok_and(|back| back == expected) {
+                return Ok(Bytes::from(out));
+            }
+        }
+        serde_norway::to_string(&expected)
+            .map(Bytes::from)
+            .map_err(|e| ManifestError::Yaml(e.to_string()))
+    }
+}
+
+/// A scalar written so that YAML reads it back as it is: strings double-quoted with JSON's
+/// escapes (a subset of YAML's), numbers and booleans as they are.
+fn yaml_scalar(value: &Value) -> Result<String, ManifestError> {
+    match value {
+        Value::String(s) => {
+            serde_json::to_string(s).map_err(|e| ManifestError::Yaml(e.to_string()))
+        }
+        Value::Bool(b) => Ok(b.to_string()),
+        Value::Number(n) => Ok(n.to_string()),
+        _ => Err(ManifestError::Yaml("only scalars are written".into())),
+    }
+}
+
+/// `text` without the top-level fields named in `keys` (the `key:` line and every line of
+/// its value: indented lines, and the column-0 `- ` items of a sequence).
+fn without_top_level(text: &str, keys: &[&str]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut skipping = false;
+    for line in text.split_inclusive('\n') {
+        let starts_field = line
+            .chars()
+            .next()
+            .is_some_and(|c| !c.is_whitespace() && c != '#' && c != '-');
+        if starts_field {
+            skipping = keys.iter().any(|key| {
+                line.strip_prefix(key)
+                    .is_some_and(|rest| rest.starts_with(':'))
+            });
+        }
+        if !skipping {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// The channel file with absolute URLs, as close to the original bytes as possible: only the
 /// `url:` and `path:` values change, so quoting (js-yaml turns an unquoted `releaseDate`
 /// into a Date), comments and field order survive. The result is parsed back and must equal
@@ -403,5 +481,47 @@ customField: kept
         let file = ChannelFile::parse("latest.yml").unwrap();
         let m = ElectronManifest::parse(yaml.as_bytes(), &file, "http://x").unwrap();
         assert_eq!(m.notes.as_deref(), Some("Two\n\nOne"));
+    }
+
+    #[test]
+    fn edits_keep_the_layout_and_drop_whole_fields() {
+        let file = ChannelFile::parse("latest-mac.yml").unwrap();
+        let yaml = format!("{MAC}releaseNotesList:\n  - kept\n");
+        let m = ElectronManifest::parse(yaml.as_bytes(), &file, "https://dl.example.com").unwrap();
+        let edited = m
+            .edited(
+                &["stagingPercentage"],
+                &[
+                    ("releaseNotes", Value::from("Line one.\n\"Quoted\" – ü")),
+                    ("updateRequired", Value::from(true)),
+                ],
+            )
+            .unwrap();
+        let text = std::str::from_utf8(&edited).unwrap();
+        assert!(
+            text.contains("releaseDate: '2026-11-01T12:00:00.000Z'"),
+            "{text}"
+        );
+        assert!(!text.contains("stagingPercentage"), "{text}");
+        assert!(text.ends_with("updateRequired: true\n"), "{text}");
+        let back: Value = serde_norway::from_str(text).unwrap();
+        assert_eq!(back["releaseNotes"], "Line one.\n\"Quoted\" – ü");
+        assert_eq!(back["updateRequired"], true);
+        assert_eq!(back["releaseNotesList"][0], "kept");
+        assert_eq!(back["files"].as_sequence().unwrap().len(), 3);
+        // A multi-line value and a zero-indented sequence go whole.
+        let yaml = "version: 1.0.0\nfiles:\n- url: a.exe\n  size: 3\nreleaseNotes: |\n  one\n\n  two\npath: a.exe\nstagingPercentage: 10\n";
+        let file = ChannelFile::parse("latest.yml").unwrap();
+        let m = ElectronManifest::parse(yaml.as_bytes(), &file, "http://x").unwrap();
+        let edited = m
+            .edited(
+                &["files", "stagingPercentage"],
+                &[("releaseNotes", Value::from("new"))],
+            )
+            .unwrap();
+        let back: Value = serde_norway::from_slice(&edited).unwrap();
+        assert_eq!(back["releaseNotes"], "new");
+        assert!(back.get("files").is_none() && back.get("stagingPercentage").is_none());
+        assert_eq!(back["path"], "http://x/releases/v1.0.0/a.exe");
     }
 }

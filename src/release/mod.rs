@@ -5,6 +5,7 @@
 pub mod channel;
 pub mod electron;
 pub mod platform;
+pub mod policy;
 pub mod rollout;
 pub mod squirrel;
 pub mod tauri;

@@ -17,7 +17,7 @@ pub struct TauriEntry {
 }
 
 /// A parsed `{channel}.json`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TauriManifest {
     /// The release.
     pub version: semver::Version,

@@ -17,7 +17,10 @@ use moka::future::Cache;
 
 use super::ByteRange;
 use super::pool::BufferPool;
-use super::{ByteStream, Object, ObjectKey, ObjectMeta, ObjectSource, ObjectTtl, StoreError};
+use super::{
+    ByteStream, Conditional, Object, ObjectKey, ObjectMeta, ObjectSource, ObjectTtl, Precondition,
+    StoreError,
+};
 
 /// Files up to this size are read whole when opened: one blocking hop serves the request.
 const SMALL_FILE: u64 = 64 * 1024;
@@ -202,6 +205,32 @@ impl FsStore {
 /// is never served, even when a killed publish leaves it behind.
 const UPLOAD_DIR: &str = ".release-edge-uploads";
 
+/// The lock file of conditional writes (policy documents), beside the uploads.
+const LOCK_FILE: &str = ".release-edge-uploads/conditional.lock";
+
+/// Writes `dest` from `fill` through a temporary file in [`UPLOAD_DIR`], `fsync`, then a
+/// rename over the destination; a failed write leaves no partial file.
+fn write_atomic<F>(root: &Dir, dest: &str, fill: F) -> io::Result<()>
+where
+    F: FnOnce(&mut std::fs::File) -> io::Result<()>,
+{
+    root.create_dir_all(UPLOAD_DIR)?;
+    let tmp = format!("{UPLOAD_DIR}/{:016x}.part", fastrand::u64(..));
+    let written = (|| {
+        let mut file = root.create(&tmp)?.into_std();
+        fill(&mut file)?;
+        file.sync_all()?;
+        if let Some((parent, _)) = dest.rsplit_once('/') {
+            root.create_dir_all(parent)?;
+        }
+        root.rename(&tmp, root, dest)
+    })();
+    if written.is_err() {
+        let _ = root.remove_file(&tmp);
+    }
+    written
+}
+
 impl FsStore {
     /// Writes `len` bytes from `fill` to `key` atomically: a temporary file, `fsync`, then a
     /// rename over the destination. Readers see the old object or the new one, never part.
@@ -211,22 +240,56 @@ impl FsStore {
     {
         let root = Arc::clone(&self.root);
         let dest = key.as_str().to_owned();
-        let result = tokio::task::spawn_blocking(move || -> io::Result<()> {
+        let result = tokio::task::spawn_blocking(move || write_atomic(&root, &dest, fill))
+            .await
+            .map_err(join_error)?;
+        self.opened.invalidate(key).await;
+        result.map_err(|err| StoreError::from_io(key, err))
+    }
+
+    /// Writes `bytes` to `key` only when the object there is as `precondition` says, the
+    /// compare and the write done under an exclusive lock on a file of the store (so two
+    /// processes sharing the directory, a server and the CLI, cannot both win), the write
+    /// atomic as [`FsStore::put_with`]'s.
+    pub(super) async fn put_if(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+        precondition: Precondition,
+    ) -> Result<Conditional, StoreError> {
+        let root = Arc::clone(&self.root);
+        let dest = key.as_str().to_owned();
+        let result = tokio::task::spawn_blocking(move || -> io::Result<Conditional> {
             root.create_dir_all(UPLOAD_DIR)?;
-            let tmp = format!("{UPLOAD_DIR}/{:016x}.part", fastrand::u64(..));
-            let written = (|| {
-                let mut file = root.create(&tmp)?.into_std();
-                fill(&mut file)?;
-                file.sync_all()?;
-                if let Some((parent, _)) = dest.rsplit_once('/') {
-                    root.create_dir_all(parent)?;
+            let mut options = cap_std::fs::OpenOptions::new();
+            options.create(true).write(true);
+            let lock = root.open_with(LOCK_FILE, &options)?.into_std();
+            // Blocks until another writer's compare-and-write is done; released on drop.
+            lock.lock()?;
+            let current = match root.read(&dest) {
+                Ok(existing) => Some(format!("\"{}\"", etag_of(blake3::hash(&existing)))),
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    None
                 }
-                root.rename(&tmp, &root, &dest)
-            })();
-            if written.is_err() {
-                let _ = root.remove_file(&tmp);
+                Err(err) => return Err(err),
+            };
+            let holds = match &precondition {
+                Precondition::Absent => current.is_none(),
+                Precondition::Matches(etag) => current.as_deref() == Some(etag.as_str()),
+            };
+            if !holds {
+                return Ok(Conditional::Failed { current });
             }
-            written
+            let etag = format!("\"{}\"", etag_of(blake3::hash(&bytes)));
+            write_atomic(&root, &dest, move |out| {
+                std::io::Write::write_all(out, &bytes)
+            })?;
+            Ok(Conditional::Written { etag })
         })
         .await
         .map_err(join_error)?;
@@ -416,6 +479,7 @@ fn read_at(file: &std::fs::File, pos: u64, len: usize) -> io::Result<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Conditional, Precondition};
     use futures_util::TryStreamExt;
 
     fn no_reuse() -> ObjectTtl {
@@ -550,5 +614,73 @@ mod tests {
                 Ok(_) => panic!("{path}: opened"),
             }
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conditional_writes_compare_and_swap() {
+        let (dir, store) = store_with(&[]);
+        let key = key("policy/latest.json");
+        let put = |bytes: &'static [u8], precondition| {
+            store.put_if(&key, Bytes::from_static(bytes), precondition)
+        };
+        let Conditional::Written { etag: first } = put(b"one", Precondition::Absent).await.unwrap()
+        else {
+            panic!("created");
+        };
+        assert_eq!(
+            put(b"two", Precondition::Absent).await.unwrap(),
+            Conditional::Failed {
+                current: Some(first.clone())
+            }
+        );
+        assert_eq!(
+            put(b"two", Precondition::Matches("\"other\"".into()))
+                .await
+                .unwrap(),
+            Conditional::Failed {
+                current: Some(first.clone())
+            }
+        );
+        let Conditional::Written { etag: second } =
+            put(b"two", Precondition::Matches(first.clone()))
+                .await
+                .unwrap()
+        else {
+            panic!("replaced");
+        };
+        assert_eq!(
+            std::fs::read(dir.path().join("policy/latest.json")).unwrap(),
+            b"two"
+        );
+        assert_eq!(
+            store.open(&key).await.unwrap().meta.etag,
+            second,
+            "the ETag reads give"
+        );
+        // Many writers with the same precondition, from two stores on one directory (two
+        // processes): exactly one wins.
+        let other = FsStore::new(dir.path(), no_reuse()).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..16u8 {
+            let (store, key, etag) = (
+                FsStore::new(dir.path(), no_reuse()).unwrap(),
+                key.clone(),
+                second.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                store
+                    .put_if(&key, Bytes::from(vec![i; 10]), Precondition::Matches(etag))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut won = 0;
+        for task in tasks {
+            if matches!(task.await.unwrap(), Conditional::Written { .. }) {
+                won += 1;
+            }
+        }
+        assert_eq!(won, 1, "exactly one writer wins");
+        assert!(other.open(&key).await.is_ok());
     }
 }

@@ -6,8 +6,17 @@ use std::fmt;
 use http::HeaderValue;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
+use crate::release::channel::Channel;
+
 /// Top-level prefix of every release object in the store (SPEC §1).
 pub const RELEASES_PREFIX: &str = "releases";
+
+/// The folder of the audit trail under [`POLICY_PREFIX`].
+pub const AUDIT_DIR: &str = "audit";
+
+/// Top-level prefix of the release policy (SPEC §2.5): `policy/{channel}.json` and the audit
+/// trail under `policy/audit/`. Outside `releases/`, so `/releases/*` can never serve it.
+pub const POLICY_PREFIX: &str = "policy";
 
 /// Longest key, in bytes after percent-decoding, that a client may ask for.
 ///
@@ -123,6 +132,9 @@ pub enum KeyKind {
     Versioned,
     /// `releases/latest/...` and anything else under `releases/` that is not versioned: mutable.
     Mutable,
+    /// `policy/...`: the release policy and its audit trail. Read by the feeds and the admin
+    /// API; no route serves it.
+    Policy,
 }
 
 /// A validated key inside the store, relative to its root (or bucket prefix).
@@ -160,6 +172,22 @@ impl ObjectKey {
         Ok(Self { key })
     }
 
+    /// `policy/{channel}.json`: the channel's release policy.
+    pub fn policy(channel: &Channel) -> Self {
+        Self {
+            key: format!("{POLICY_PREFIX}/{channel}.json"),
+        }
+    }
+
+    /// `policy/audit/{name}`: one entry of the audit trail (`name` is composed by the
+    /// server: a time, the channel and the action).
+    pub fn audit(name: &str) -> Result<Self, KeyError> {
+        if name.contains('/') {
+            return Err(KeyError::EmptySegment);
+        }
+        Self::from_trusted(format!("{POLICY_PREFIX}/{AUDIT_DIR}/{name}"))
+    }
+
     /// The key as the store sees it, e.g. `releases/v1.2.0/App-1.2.0.dmg`.
     pub fn as_str(&self) -> &str {
         &self.key
@@ -172,6 +200,13 @@ impl ObjectKey {
 
     /// Versioned (immutable) or mutable, from the layout of SPEC §1.
     pub fn kind(&self) -> KeyKind {
+        if self
+            .key
+            .strip_prefix(POLICY_PREFIX)
+            .is_some_and(|rest| rest.starts_with('/'))
+        {
+            return KeyKind::Policy;
+        }
         let mut segments = self.key.split('/');
         let (Some(RELEASES_PREFIX), Some(dir), Some(_)) =
             (segments.next(), segments.next(), segments.next())
@@ -193,6 +228,7 @@ impl ObjectKey {
         match self.kind() {
             KeyKind::Versioned => HeaderValue::from_static(CACHE_CONTROL_IMMUTABLE),
             KeyKind::Mutable => policy.shared.clone(),
+            KeyKind::Policy => HeaderValue::from_static("no-store"),
         }
     }
 
@@ -389,6 +425,32 @@ mod tests {
         assert_eq!(key("vendor/x.zip").unwrap().kind(), KeyKind::Mutable);
         assert_eq!(key("v2/x.zip").unwrap().kind(), KeyKind::Versioned);
         assert_eq!(key("v1.0.0").unwrap().kind(), KeyKind::Mutable);
+    }
+
+    #[test]
+    fn the_policy_is_outside_what_releases_can_serve() {
+        let channel = Channel::parse("beta").unwrap();
+        assert_eq!(ObjectKey::policy(&channel).as_str(), "policy/beta.json");
+        assert_eq!(ObjectKey::policy(&channel).kind(), KeyKind::Policy);
+        let audit = ObjectKey::audit("0001-latest-halt.json").unwrap();
+        assert_eq!(audit.as_str(), "policy/audit/0001-latest-halt.json");
+        assert_eq!(audit.kind(), KeyKind::Policy);
+        assert!(ObjectKey::audit("../x").is_err());
+        for raw in [
+            "policy/beta.json",
+            "../policy/beta.json",
+            "%2e%2e/policy/beta.json",
+            "latest/../../policy/beta.json",
+        ] {
+            if let Ok(key) = key(raw) {
+                assert!(key.as_str().starts_with("releases/"), "{raw}");
+                assert_ne!(key.kind(), KeyKind::Policy, "{raw}");
+            }
+        }
+        assert_eq!(
+            ObjectKey::from_trusted("policyx/a").unwrap().kind(),
+            KeyKind::Mutable
+        );
     }
 
     #[test]

@@ -45,6 +45,9 @@ impl ObjectTtl {
         let ttl = match key.kind() {
             KeyKind::Versioned => self.immutable,
             KeyKind::Mutable => self.mutable,
+            // Read fresh every time: the admin API compares its ETag before it writes, and
+            // the feeds hold it in the manifest cache anyway.
+            KeyKind::Policy => return None,
         };
         (!ttl.is_zero()).then_some(ttl)
     }
@@ -146,6 +149,30 @@ impl StoreError {
             },
         }
     }
+}
+
+/// What a conditional write requires of the object it replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// There is no object at the key yet.
+    Absent,
+    /// The object's ETag (quoted) is this one.
+    Matches(String),
+}
+
+/// The outcome of a conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conditional {
+    /// Written; the new object's ETag.
+    Written {
+        /// Quoted, as the store gives it.
+        etag: String,
+    },
+    /// The object was not as required: nothing written. Its ETag now, when there is one.
+    Failed {
+        /// Quoted; `None` when there is no object.
+        current: Option<String>,
+    },
 }
 
 /// The configured object store: a backend plus the time limit every operation runs under.
@@ -268,6 +295,50 @@ impl Store {
                     .await
             }
         }
+    }
+
+    /// Writes `bytes` to `key` only when `precondition` holds, deciding and writing in one
+    /// step that no other writer can come between (filesystem: a lock file; S3: a
+    /// conditional `PutObject`). The write is atomic as [`Store::put_bytes`]'s.
+    pub async fn put_bytes_if(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+        precondition: Precondition,
+    ) -> Result<Conditional, StoreError> {
+        let put = async {
+            match &self.backend {
+                Backend::Fs(store) => store.put_if(key, bytes, precondition).await,
+                Backend::S3(store) => store.put_if(key, bytes, precondition).await,
+            }
+        };
+        tokio::time::timeout(self.timeout, put)
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))?
+    }
+
+    /// A small object's bytes and its ETag (quoted), or `None` when there is none.
+    pub async fn get_with_etag(
+        &self,
+        key: &ObjectKey,
+        max: u64,
+    ) -> Result<Option<(Bytes, String)>, StoreError> {
+        let object = match self.open(key).await {
+            Ok(object) => object,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        if object.meta.size > max {
+            return Err(StoreError::Unavailable {
+                message: format!(
+                    "{key} is {} bytes, over the {max} a document may have",
+                    object.meta.size
+                ),
+                source: None,
+            });
+        }
+        let bytes = object.read_all(key).await?;
+        Ok(Some((bytes, object.meta.etag)))
     }
 
     /// The whole of a small object, or `None` when there is none. An object over `max`

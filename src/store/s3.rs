@@ -34,7 +34,8 @@ use sha2::Digest;
 
 use super::ByteRange;
 use super::{
-    ByteStream, Object, ObjectKey, ObjectMeta, ObjectSource, ObjectTtl, Progress, StoreError,
+    ByteStream, Conditional, Object, ObjectKey, ObjectMeta, ObjectSource, ObjectTtl, Precondition,
+    Progress, StoreError,
 };
 use crate::config::StoreConfig;
 
@@ -180,17 +181,12 @@ impl S3Store {
             .send()
             .await
             .map_err(|err| classify(key.as_str(), "HeadObject", self.timeout, err))?;
-        let etag = out.e_tag().unwrap_or_default();
         Ok(ObjectMeta {
             size: out
                 .content_length()
                 .and_then(|l| u64::try_from(l).ok())
                 .unwrap_or(0),
-            etag: if etag.starts_with('"') {
-                etag.to_owned()
-            } else {
-                format!("\"{etag}\"")
-            },
+            etag: quoted(out.e_tag().unwrap_or_default()),
             last_modified: out
                 .last_modified()
                 .and_then(|t| SystemTime::try_from(*t).ok()),
@@ -365,6 +361,56 @@ impl S3Store {
         Ok(())
     }
 
+    /// `PutObject` with `If-Match` (or `If-None-Match: *` for an object that must not exist
+    /// yet): S3 (since 2024) and R2 decide the precondition and the write atomically, and
+    /// answer `412 Precondition Failed` (or `409 ConditionalRequestConflict` to a write
+    /// racing another conditional one on the same key).
+    pub(super) async fn put_if(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+        precondition: Precondition,
+    ) -> Result<Conditional, StoreError> {
+        let digest: [u8; 64] = sha2::Sha512::digest(&bytes).into();
+        let content_type = key.guessed_content_type();
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key.as_str()))
+            .content_type(content_type.to_str().unwrap_or("application/octet-stream"))
+            .metadata(SHA512_META, hex(&digest))
+            .body(S3Body::from(bytes));
+        let request = match &precondition {
+            Precondition::Absent => request.if_none_match("*"),
+            Precondition::Matches(etag) => request.if_match(etag),
+        };
+        let sent = request.send().await;
+        self.meta.invalidate(key).await;
+        match sent {
+            Ok(out) => {
+                let etag = match out.e_tag() {
+                    Some(etag) => quoted(etag),
+                    None => self.head(key).await?.etag,
+                };
+                Ok(Conditional::Written { etag })
+            }
+            Err(err)
+                if err
+                    .raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 409 | 412)) =>
+            {
+                let current = match self.head(key).await {
+                    Ok(meta) => Some(meta.etag),
+                    Err(StoreError::NotFound { .. }) => None,
+                    Err(other) => return Err(other),
+                };
+                Ok(Conditional::Failed { current })
+            }
+            Err(err) => Err(classify(key.as_str(), "PutObject", self.timeout, err)),
+        }
+    }
+
     /// The SHA-512 that publish recorded in the object's metadata, else computed by reading
     /// the object.
     pub(super) async fn sha512(&self, key: &ObjectKey) -> Result<Option<[u8; 64]>, StoreError> {
@@ -529,6 +575,15 @@ fn body_stream(body: S3Body) -> ByteStream {
             }
         },
     ))
+}
+
+/// An ETag as HTTP spells it: quoted (some S3-compatible stores send it bare).
+fn quoted(etag: &str) -> String {
+    if etag.starts_with('"') {
+        etag.to_owned()
+    } else {
+        format!("\"{etag}\"")
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

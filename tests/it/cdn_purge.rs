@@ -51,7 +51,7 @@ fn keys() -> Keys {
     }
 }
 
-fn cdn_config(cdn: &CdnStandIn) -> CdnConfig {
+pub fn cdn_config(cdn: &CdnStandIn) -> CdnConfig {
     let id = Some(CdnStandIn::ID.to_owned());
     let webhook = cdn.provider == Provider::Webhook;
     CdnConfig {

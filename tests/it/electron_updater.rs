@@ -755,3 +755,177 @@ async fn a_differential_download_from_a_bucket_reads_close_ranges_together() {
         asked.len()
     );
 }
+
+/// A Linux app under the release policy, driven through the admin API over TCP.
+struct PolicyApp {
+    server: TestServer,
+    /// The store (a temporary directory, kept while the server runs).
+    _fixture: Fixture,
+    token: String,
+    /// The AppImage each version's app runs.
+    builds: Vec<(&'static str, Artifact)>,
+}
+
+impl PolicyApp {
+    /// Releases 1.0.0, 1.1.0 and 1.2.0 (current), served with an admin token.
+    async fn start() -> Self {
+        let mut builds = Vec::new();
+        for (i, version) in ["1.0.0", "1.1.0", "1.2.0"].into_iter().enumerate() {
+            let name = format!("Sample-App-{version}.AppImage");
+            let raw = random_bytes(20 + i as u64, MIB + i * 1000);
+            builds.push((version, artifact(&name, &raw, BlockMap::Embedded).await));
+        }
+        let mut fixture = Fixture::new();
+        for (version, build) in &builds {
+            let name = format!("Sample-App-{version}.AppImage");
+            let feed = channel_file(version, &name, &build.info);
+            fixture = fixture
+                .file(&format!("releases/v{version}/{name}"), &build.bytes)
+                .file(&format!("releases/v{version}/latest-linux.yml"), &feed);
+            if *version == "1.2.0" {
+                fixture = fixture.file("releases/latest/latest-linux.yml", &feed);
+            }
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let addr = listener.local_addr().expect("free port");
+        drop(listener);
+        fixture.config.listen = addr;
+        fixture.config.public_url = format!("http://{addr}");
+        let token = format!("{:032x}", fastrand::u128(..));
+        let secrets = release_edge::config::Secrets {
+            admin_tokens: release_edge::config::AdminToken::parse_list(&format!(
+                "release-manager:{token}"
+            )),
+            ..fixture.secrets()
+        };
+        let server = TestServer::start_with(fixture.config.clone(), secrets).await;
+        Self {
+            server,
+            _fixture: fixture,
+            token,
+            builds,
+        }
+    }
+
+    /// `POST /admin/...` with the token.
+    async fn admin(&self, path: &str, body: Value) {
+        let reply = reqwest::Client::new()
+            .post(self.server.url(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("admin request");
+        assert_eq!(reply.status(), 200, "{path}: {:?}", reply.text().await);
+    }
+
+    /// The app at `version` checks (staging id `staging`): it must download `expect`, or
+    /// find no update when `expect` is `None`.
+    async fn check(&self, version: &str, expect: Option<&str>, staging: Option<&str>) -> Value {
+        let client = scratch();
+        let (_, running) = self
+            .builds
+            .iter()
+            .find(|(v, _)| *v == version)
+            .expect("a build of that version");
+        let old_file = client.path().join(format!("Sample-App-{version}.AppImage"));
+        std::fs::write(&old_file, &running.bytes).expect("write the running app");
+        let mut config = serde_json::json!({
+            "feedUrl": self.server.url(&format!("/update/linux/x64/{version}")),
+            "version": version,
+            "workDir": client.path(),
+            "oldFile": old_file,
+            "differential": false,
+        });
+        match expect {
+            Some(want) => config["expectVersion"] = want.into(),
+            None => config["expectNoUpdate"] = true.into(),
+        }
+        if let Some(id) = staging {
+            config["stagingId"] = id.into();
+        }
+        let run = harness(&["update", &config.to_string()]).await;
+        let result = run.json();
+        assert!(
+            run.success && result["ok"] == true,
+            "{version} expecting {expect:?}: {result:#}\nstderr:\n{}",
+            run.stderr
+        );
+        if let Some(want) = expect {
+            let name = format!("Sample-App-{want}.AppImage");
+            let file = downloaded(&result, client.path(), &name);
+            let (_, build) = self.builds.iter().find(|(v, _)| *v == want).expect("build");
+            assert!(
+                read(&file) == build.bytes,
+                "{name} downloaded byte for byte"
+            );
+        }
+        result
+    }
+}
+
+/// A staging user id in electron-updater's format, inside (or outside) a rollout of 1.2.0
+/// at `percentage` as the server buckets it.
+fn staging_id(percentage: f64, inside: bool) -> String {
+    (0u64..)
+        .map(|i| {
+            let r = random_bytes(1000 + i, 16);
+            let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+            format!(
+                "{}-{}-{}-{}-{}",
+                &hex[..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..32]
+            )
+        })
+        .find(|id| release_edge::release::rollout::in_rollout(id, "1.2.0", percentage) == inside)
+        .expect("an id")
+}
+
+/// electron-updater (the npm package) under the release policy: a halted release is not
+/// offered; resumed, it is; yanked, the release before it is offered and downloaded; a
+/// staged rollout is decided by the staging id electron-updater sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn electron_updater_obeys_halt_resume_yank_and_rollout() {
+    require_client();
+    let app = PolicyApp::start().await;
+    app.check("1.1.0", Some("1.2.0"), None).await;
+
+    app.admin("/admin/channels/latest/halt", Value::Null).await;
+    let result = app.check("1.1.0", None, None).await;
+    assert_eq!(
+        result["version"], "1.1.0",
+        "told about 1.1.0, its own: {result:#}"
+    );
+    // An older app is offered the release before the halted one.
+    app.check("1.0.0", Some("1.1.0"), None).await;
+
+    app.admin("/admin/channels/latest/resume", Value::Null)
+        .await;
+    app.check("1.1.0", Some("1.2.0"), None).await;
+
+    app.admin(
+        "/admin/versions/1.2.0/yank",
+        serde_json::json!({ "reason": "corrupts settings" }),
+    )
+    .await;
+    app.check("1.0.0", Some("1.1.0"), None).await;
+    app.check("1.1.0", None, None).await;
+    // On the yanked release itself: no downgrade, no update.
+    app.check("1.2.0", None, None).await;
+
+    app.admin("/admin/versions/1.2.0/unyank", Value::Null).await;
+    app.admin(
+        "/admin/channels/latest/rollout",
+        serde_json::json!({ "percentage": 50 }),
+    )
+    .await;
+    app.check("1.1.0", Some("1.2.0"), Some(&staging_id(50.0, true)))
+        .await;
+    let left_out = app
+        .check("1.1.0", None, Some(&staging_id(50.0, false)))
+        .await;
+    assert_eq!(left_out["version"], "1.1.0", "{left_out:#}");
+}

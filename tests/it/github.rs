@@ -93,13 +93,7 @@ fn empty_store_with(gh: &GitHubStandIn) -> Fixture {
 }
 
 fn yaml(reply: &Reply) -> Value {
-    assert_eq!(
-        reply.status,
-        200,
-        "{:?}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    serde_norway::from_slice(&reply.body).expect("yaml")
+    reply.yaml()
 }
 
 fn counter(state: &AppState, metric: &str, labels: &[&str]) -> u64 {

@@ -1,6 +1,7 @@
 //! The integration suite: one binary that drives the real router, in-process for most cases
 //! and over real TCP (and with real clients) where streaming, timeouts and shutdown matter.
 
+mod admin;
 mod cdn;
 mod cdn_purge;
 mod cdn_standin;
@@ -12,6 +13,7 @@ mod feeds;
 mod github;
 mod github_standin;
 mod mirror;
+mod policy;
 mod prometheus;
 mod publish;
 mod releases;

@@ -195,6 +195,17 @@ impl Reply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("JSON body")
     }
+
+    /// The body as YAML, of a `200`.
+    pub fn yaml(&self) -> serde_norway::Value {
+        assert_eq!(
+            self.status,
+            200,
+            "{:?}",
+            String::from_utf8_lossy(&self.body)
+        );
+        serde_norway::from_slice(&self.body).expect("YAML body")
+    }
 }
 
 /// Sends one request through the router (no network).
@@ -312,6 +323,12 @@ impl S3Server {
         let listener = tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
         let log = Arc::new(Mutex::new(Vec::new()));
         let recorded = Arc::clone(&log);
+        // s3s-fs honours `If-Match` and `If-None-Match` on PutObject, but checks them before
+        // it writes, without a lock: two concurrent conditional PUTs of one key can both pass.
+        // S3 and R2 decide and write atomically (the loser gets 412, or 409
+        // ConditionalRequestConflict). Conditional PUTs are therefore run one at a time here,
+        // as S3 runs them; what release-edge sends is the same either way.
+        let conditional = Arc::new(tokio::sync::Mutex::new(()));
         let service =
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let header = |name: &str| {
@@ -334,7 +351,17 @@ impl S3Server {
                     log.push(entry);
                 }
                 let service = service.clone();
-                async move { hyper::service::Service::call(&service, req).await }
+                let is_conditional_put = req.method() == http::Method::PUT
+                    && (req.headers().contains_key("if-match")
+                        || req.headers().contains_key("if-none-match"));
+                let conditional = Arc::clone(&conditional);
+                async move {
+                    let _one_at_a_time = match is_conditional_put {
+                        true => Some(conditional.lock().await),
+                        false => None,
+                    };
+                    hyper::service::Service::call(&service, req).await
+                }
             });
         let handle = tokio::spawn(async move {
             let http =

@@ -340,3 +340,126 @@ async fn a_tauri_static_manifest_drives_the_client() {
         assert!(answer.is_none(), "{current} is up to date, got {answer:?}");
     }
 }
+
+/// The Tauri-protocol client under the release policy, changed through the admin API:
+/// a halted release is not offered (`204`); resumed, it is; yanked, the release before it
+/// is offered, downloaded and verified; a required update (extra `required` and
+/// `minimum_version` fields in the body) is still a body the client takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_obeys_halt_resume_yank_and_required_updates() {
+    let keys = Keys::new();
+    let builds: Vec<(&str, Vec<u8>)> = vec![
+        ("1.1.0", pattern(40 * 1024 + 1)),
+        ("1.2.0", pattern(48 * 1024 + 7)),
+    ];
+    let mut fx = Fixture::new();
+    for (version, bytes) in &builds {
+        let name = format!("App-{version}.AppImage");
+        let feed = channel_file(version, &name, bytes);
+        fx = fx
+            .file(&format!("releases/v{version}/{name}"), bytes)
+            .file(
+                &format!("releases/v{version}/{name}.sig"),
+                keys.sign(&name, bytes),
+            )
+            .file(&format!("releases/v{version}/latest-linux.yml"), &feed);
+        if *version == "1.2.0" {
+            fx = fx.file("releases/latest/latest-linux.yml", &feed);
+        }
+    }
+    let public_url = on_free_port(&mut fx.config);
+    let token = format!("{:032x}", fastrand::u128(..));
+    let secrets = release_edge::config::Secrets {
+        admin_tokens: release_edge::config::AdminToken::parse_list(&format!("ops:{token}")),
+        ..fx.secrets()
+    };
+    let _server = TestServer::start_with(fx.config.clone(), secrets).await;
+    let endpoint = format!("{public_url}{ENDPOINT}");
+    let admin = |path: &'static str, body: serde_json::Value| {
+        let url = format!("{public_url}{path}");
+        let token = token.clone();
+        async move {
+            let reply = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("admin request");
+            assert_eq!(reply.status(), 200, "{path}: {:?}", reply.text().await);
+        }
+    };
+    let offered = |current: &'static str| {
+        let (endpoint, pubkey) = (endpoint.clone(), keys.pubkey());
+        async move {
+            check(endpoint, current, pubkey, true)
+                .await
+                .unwrap_or_else(|e| panic!("update check from {current}: {e}"))
+        }
+    };
+    let fetched = |update: Update, version: &str| {
+        let want = builds
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, b)| b.clone())
+            .expect("build");
+        async move {
+            let bytes = download(&update)
+                .await
+                .expect("download and minisign verification");
+            assert!(bytes == want, "the verified download is {}", update.version);
+        }
+    };
+
+    let update = offered("1.1.0").await.expect("1.2.0 offered");
+    assert_eq!(update.version, "1.2.0");
+
+    admin("/admin/channels/latest/halt", serde_json::Value::Null).await;
+    // The comparator takes any answered release: `None` is the server's 204.
+    assert!(
+        offered("1.1.0").await.is_none(),
+        "halted: nothing for 1.1.0"
+    );
+    let update = offered("1.0.0").await.expect("the previous release");
+    assert_eq!(update.version, "1.1.0");
+
+    admin("/admin/channels/latest/resume", serde_json::Value::Null).await;
+    let update = offered("1.1.0").await.expect("resumed");
+    assert_eq!(update.version, "1.2.0");
+    fetched(update, "1.2.0").await;
+
+    admin(
+        "/admin/versions/1.2.0/yank",
+        serde_json::json!({ "reason": "crashes on start" }),
+    )
+    .await;
+    assert!(
+        offered("1.1.0").await.is_none(),
+        "yanked: nothing for 1.1.0"
+    );
+    assert!(offered("1.2.0").await.is_none(), "nor for its own users");
+    let update = offered("1.0.0").await.expect("the previous release");
+    assert_eq!(update.version, "1.1.0");
+    fetched(update, "1.1.0").await;
+
+    admin("/admin/versions/1.2.0/unyank", serde_json::Value::Null).await;
+    let policy = reqwest::Client::new()
+        .get(format!("{public_url}/admin/channels/latest/policy"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("policy");
+    let etag = policy.headers()["etag"].to_str().expect("etag").to_owned();
+    let put = reqwest::Client::new()
+        .put(format!("{public_url}/admin/channels/latest/policy"))
+        .bearer_auth(&token)
+        .header("if-match", etag)
+        .json(&serde_json::json!({ "minimum_version": "1.1.0" }))
+        .send()
+        .await
+        .expect("put policy");
+    assert_eq!(put.status(), 200);
+    let update = offered("1.0.0").await.expect("a required update");
+    assert_eq!(update.version, "1.2.0");
+    fetched(update, "1.2.0").await;
+}

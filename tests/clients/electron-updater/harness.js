@@ -14,7 +14,10 @@
 //     `provider: generic, url: feedUrl` checks for an update, finds `expectVersion` and
 //     downloads it (never installs). The last stdout line is the JSON result; exit 0 only
 //     when everything the request asked for happened (a differential download that fell back
-//     to a full one is a failure).
+//     to a full one is a failure). With "expectNoUpdate": true instead of expectVersion, the
+//     check must find no update (and nothing is downloaded). "stagingId" (a UUID) is written
+//     where electron-updater keeps its staging user id (userData/.updaterId), which it
+//     sends as `x-user-staging-id` and uses for `stagingPercentage`.
 //
 // "updater": "appimage" (default) is AppImageUpdater: the `autoUpdater` electron-updater gives
 // a Linux app (an AppImage, no package-type file). It downloads without installing, and it is
@@ -82,7 +85,11 @@ function installFakeElectron() {
 }
 
 async function update(config) {
-  for (const key of ["feedUrl", "version", "workDir", "oldFile", "expectVersion"]) {
+  const required = ["feedUrl", "version", "workDir", "oldFile"];
+  if (!config.expectNoUpdate) {
+    required.push("expectVersion");
+  }
+  for (const key of required) {
     if (config[key] == null) {
       throw new Error(`update: "${key}" is required`);
     }
@@ -90,6 +97,10 @@ async function update(config) {
   const electron = installFakeElectron();
   const home = path.join(config.workDir, "home");
   electron.configure({ name: "Sample App", version: config.version, home });
+  if (config.stagingId != null) {
+    fs.mkdirSync(path.join(home, "userData"), { recursive: true });
+    fs.writeFileSync(path.join(home, "userData", ".updaterId"), config.stagingId);
+  }
 
   // What a packaged electron-builder app has: resources/app-update.yml, the running AppImage
   // in $APPIMAGE, and a cache directory for downloaded updates.
@@ -162,6 +173,14 @@ async function update(config) {
       throw new Error("checkForUpdates() returned null: the updater is not active");
     }
     result.version = check.updateInfo.version;
+    result.available = check.isUpdateAvailable;
+    if (config.expectNoUpdate) {
+      if (check.isUpdateAvailable) {
+        throw new Error(`an update to ${check.updateInfo.version} was found; expected none`);
+      }
+      result.ok = true;
+      return result;
+    }
     if (!check.isUpdateAvailable) {
       throw new Error(`no update found (feed says ${check.updateInfo.version})`);
     }
