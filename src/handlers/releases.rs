@@ -1,9 +1,9 @@
 //! `GET|HEAD /releases/{path}`: artifacts and manifests straight from the store, or from
 //! GitHub Releases when the store cannot answer (SPEC §2.1, §3).
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::Response;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use http::{HeaderValue, Method, StatusCode, header};
 
 use crate::error::AppError;
 use crate::metrics::{Served, ServedKind};
@@ -20,12 +20,13 @@ const PREFIX: &str = "/releases/";
 /// Streams the object, honouring ranges and preconditions.
 pub async fn get_release(
     State(app): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, AppError> {
+    // The parts by reference: extracting `HeaderMap` would clone it for every request.
+    let parts = request.into_parts().0;
+    let (method, headers) = (&parts.method, &parts.headers);
     // The raw path, not axum's decoded capture: we decode exactly once, then validate.
-    let raw = uri.path().strip_prefix(PREFIX).unwrap_or_default();
+    let raw = parts.uri.path().strip_prefix(PREFIX).unwrap_or_default();
     let key = ObjectKey::release_from_url_path(raw)?;
     let object = match app.origins.open(&key).await? {
         None => return Err(AppError::NotFound(format!("no object at {key}"))),

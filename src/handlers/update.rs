@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::response::Response;
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue, header};
 use ipnet::IpNet;
@@ -103,9 +103,11 @@ pub async fn check(
     State(app): State<AppState>,
     Path((platform, arch, version)): Path<(String, String, String)>,
     Query(query): Query<UpdateQuery>,
-    headers: HeaderMap,
-    extensions: Extensions,
+    request: Request,
 ) -> Result<Response, AppError> {
+    // The parts by reference: extracting `HeaderMap` and `Extensions` would clone both.
+    let parts = request.into_parts().0;
+    let (headers, extensions) = (&parts.headers, &parts.extensions);
     let client = parse_client(&platform, &arch, &version)?;
     let channel = channel(&query)?;
     if !wants_json(&headers) {
@@ -173,9 +175,10 @@ pub async fn feed_file(
     State(app): State<AppState>,
     Path((platform, arch, version, file)): Path<(String, String, String, String)>,
     Query(query): Query<UpdateQuery>,
-    headers: HeaderMap,
-    extensions: Extensions,
+    request: Request,
 ) -> Result<Response, AppError> {
+    let parts = request.into_parts().0;
+    let (headers, extensions) = (&parts.headers, &parts.extensions);
     let client = parse_client(&platform, &arch, &version)?;
     if file == "RELEASES" {
         let channel = channel(&query)?;
