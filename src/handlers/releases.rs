@@ -37,7 +37,7 @@ pub async fn get_release(
                 .get(header::RANGE)
                 .and_then(|v| v.to_str().ok())
                 .is_none_or(|r| r.trim_start().starts_with("bytes=0-"));
-            count_download(&app, &method, &key, from_start);
+            count_download(&app, method, &key, from_start);
             return redirect(&app, &url).map(|r| served(r, "github", ServedKind::Redirect));
         }
     };
@@ -47,15 +47,15 @@ pub async fn get_release(
         ObjectOrigin::External => "github",
         ObjectOrigin::Stale => "stale",
     };
-    let guard = (method == Method::GET).then(|| app.metrics.download_guard());
+    let guard = (*method == Method::GET).then(|| app.metrics.download_guard());
     let response = ObjectResponse {
         key: &key,
         object,
         policy: &app.cache_policy,
         guard,
     }
-    .respond(&method, &headers)?;
-    count_download(&app, &method, &key, carries_first_byte(&response));
+    .respond(method, headers)?;
+    count_download(&app, method, &key, carries_first_byte(&response));
     let kind = match key.kind() {
         KeyKind::Versioned => ServedKind::Artifact,
         KeyKind::Mutable | KeyKind::Policy => ServedKind::Manifest,

@@ -110,21 +110,21 @@ pub async fn check(
     let (headers, extensions) = (&parts.headers, &parts.extensions);
     let client = parse_client(&platform, &arch, &version)?;
     let channel = channel(&query)?;
-    if !wants_json(&headers) {
+    if !wants_json(headers) {
         let file = ChannelFile::for_client(&channel, client.platform, Some(client.arch));
-        let id = || client_id(&app, &query, &headers, &extensions);
-        return channel_file_response(&app, &client, &file, &headers, true, id).await;
+        let id = || client_id(&app, &query, headers, extensions);
+        return channel_file_response(&app, &client, &file, headers, true, id).await;
     }
     let check = UpdateCheck {
         platform: client.platform,
         arch: client.arch,
         version: client.version.clone(),
         channel,
-        client_id: client_id(&app, &query, &headers, &extensions),
+        client_id: client_id(&app, &query, headers, extensions),
     };
     let answer = feeds::json_update(&app, &check).await?;
     count(&app, "json", &check.channel, &client, answer.update);
-    Ok(answered(&app, &headers, answer, JSON, &check.channel))
+    Ok(answered(&app, headers, answer, JSON, &check.channel))
 }
 
 /// `X-Update-Required: true`: the client runs a version below the channel's
@@ -194,7 +194,7 @@ pub async fn feed_file(
                 .squirrel(&channel, found, policy)
                 .await?
                 .answer(&client.version, || {
-                    client_id(&app, &query, &headers, &extensions)
+                    client_id(&app, &query, headers, extensions)
                 }),
             None => Answer {
                 update: found
@@ -210,15 +210,15 @@ pub async fn feed_file(
             },
         };
         count(&app, "squirrel-windows", &channel, &client, answer.update);
-        return Ok(answered(&app, &headers, answer, TEXT, &channel));
+        return Ok(answered(&app, headers, answer, TEXT, &channel));
     }
     let Some(channel_file) = ChannelFile::parse(&file) else {
         return Err(AppError::NotFound(format!(
             "`{file}` is not a channel file (like latest-mac.yml) or RELEASES"
         )));
     };
-    let id = || client_id(&app, &query, &headers, &extensions);
-    channel_file_response(&app, &client, &channel_file, &headers, false, id).await
+    let id = || client_id(&app, &query, headers, extensions);
+    channel_file_response(&app, &client, &channel_file, headers, false, id).await
 }
 
 /// The channel file, rendered with absolute URLs, under the channel's policy when it has
