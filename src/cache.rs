@@ -40,7 +40,7 @@ use crate::release::policy::ChannelPolicy;
 use crate::release::squirrel::SquirrelReleases;
 use crate::release::tauri::TauriManifest;
 use crate::store::ObjectKey;
-use crate::store::key::KeyKind;
+use crate::store::key::{KeyHasher, KeyKind};
 use prometheus::IntCounter;
 
 /// Total weight (about the bytes held) of the cache.
@@ -201,7 +201,7 @@ pub struct ManifestCache {
 }
 
 struct Inner {
-    entries: Cache<ObjectKey, Arc<Entry>>,
+    entries: Cache<ObjectKey, Arc<Entry>, KeyHasher>,
     origins: Arc<Origins>,
     public_url: String,
     ttl: Duration,
@@ -240,7 +240,7 @@ impl ManifestCache {
                 found: config.manifest_ttl.saturating_add(config.stale_if_error),
                 negative: missing_ttl.saturating_add(config.stale_if_error),
             })
-            .build();
+            .build_with_hasher(KeyHasher::default());
         Self {
             inner: Arc::new(Inner {
                 entries,

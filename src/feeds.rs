@@ -4,6 +4,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
+use http::HeaderValue;
 use serde::Serialize;
 
 use crate::cache::{ChannelManifest, Manifest};
@@ -427,10 +428,10 @@ async fn signature_of(
     })
 }
 
-/// The installer for a visitor of `/latest` (SPEC §2.2), under the channel's policy (a
-/// halted or staged release is not every new user's, a yanked one nobody's). The flag: a
-/// rollout decided it for this visitor (`id` gives its identity), so no shared cache may
-/// keep the answer.
+/// Where the installer for a visitor of `/latest` is (SPEC §2.2), as a `Location`, under the
+/// channel's policy (a halted or staged release is not every new user's, a yanked one
+/// nobody's). The flag: a rollout decided it for this visitor (`id` gives its identity), so
+/// no shared cache may keep the answer.
 pub async fn latest_installer(
     app: &App,
     channel: &Channel,
@@ -438,7 +439,7 @@ pub async fn latest_installer(
     arch: Option<Arch>,
     format: Format,
     id: impl FnOnce() -> Option<String>,
-) -> Result<(ReleaseFile, bool), AppError> {
+) -> Result<(HeaderValue, bool), AppError> {
     let found = resolve_channel_file(app, channel, platform, arch, Need::Required).await?;
     let mut per_client = false;
     if let Some((file, release)) = found {
@@ -447,12 +448,12 @@ pub async fn latest_installer(
                 let view = app.policies.electron(app, &file, release, policy).await?;
                 let (chosen, decided) = view.latest(format, arch, id);
                 per_client = decided;
-                chosen.cloned()
+                chosen.map(location)
             }
-            None => choose_file(&release.files, format, arch).cloned(),
+            None => choose_file(&release.files, format, arch).map(location),
         };
-        if let Some(file) = chosen {
-            return Ok((file, per_client));
+        if let Some(location) = chosen {
+            return Ok((location?, per_client));
         }
     }
     let arch_text = arch.map_or("any arch", Arch::as_str);
@@ -460,6 +461,12 @@ pub async fn latest_installer(
         message: format!("no {format} for {platform}/{arch_text} in channel {channel}"),
         available: available_installers(app, channel).await?,
     })
+}
+
+/// A file's URL as a `Location` header.
+fn location(file: &ReleaseFile) -> Result<HeaderValue, AppError> {
+    HeaderValue::from_str(&file.url)
+        .map_err(|e| AppError::Internal(format!("unencodable download URL: {e}")))
 }
 
 /// Every installer of a channel, across platforms, for a 404 that says what there is.

@@ -4,7 +4,7 @@
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 use crate::error::AppError;
@@ -63,7 +63,13 @@ pub async fn latest_platform_arch(
     redirect(state, Some(platform), Some(arch), query, &parts).await
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// Client hint headers, named once: a lookup by `&str` parses the name on every request.
+static SEC_CH_UA_PLATFORM: HeaderName = HeaderName::from_static("sec-ch-ua-platform");
+static SEC_CH_UA_ARCH: HeaderName = HeaderName::from_static("sec-ch-ua-arch");
+static SEC_CH_UA_BITNESS: HeaderName = HeaderName::from_static("sec-ch-ua-bitness");
+static ACCEPT_CH_HEADER: HeaderName = HeaderName::from_static("accept-ch");
+
+fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -82,10 +88,10 @@ async fn redirect(
         path_arch: path_arch.as_deref(),
         query_platform: query.platform.as_deref(),
         query_arch: query.arch.as_deref(),
-        ch_platform: header(headers, "sec-ch-ua-platform"),
-        ch_arch: header(headers, "sec-ch-ua-arch"),
-        ch_bitness: header(headers, "sec-ch-ua-bitness"),
-        user_agent: header(headers, "user-agent"),
+        ch_platform: header(headers, &SEC_CH_UA_PLATFORM),
+        ch_arch: header(headers, &SEC_CH_UA_ARCH),
+        ch_bitness: header(headers, &SEC_CH_UA_BITNESS),
+        user_agent: header(headers, &header::USER_AGENT),
     };
     let detected = detect(&hints)?;
     let channel = Channel::from_query(query.channel.as_deref())?;
@@ -99,7 +105,7 @@ async fn redirect(
         None => detected.platform.default_installer(),
     };
     let id = || rollout_identity(&app, query.id.as_deref(), headers, extensions);
-    let (file, per_client) =
+    let (location, per_client) =
         feeds::latest_installer(&app, &channel, detected.platform, detected.arch, format, id)
             .await?;
     // A staged release's rollout decided it for this visitor: no cache may hand it on.
@@ -108,8 +114,6 @@ async fn redirect(
     } else {
         CACHE_URL_ONLY
     };
-    let location = HeaderValue::from_str(&file.url)
-        .map_err(|e| AppError::Internal(format!("unencodable download URL: {e}")))?;
     let response = (
         StatusCode::FOUND,
         [
@@ -120,7 +124,7 @@ async fn redirect(
             ),
             (header::VARY, HeaderValue::from_static(VARY)),
             (
-                header::HeaderName::from_static("accept-ch"),
+                ACCEPT_CH_HEADER.clone(),
                 HeaderValue::from_static(ACCEPT_CH),
             ),
         ],

@@ -33,6 +33,7 @@ use moka::future::Cache;
 use sha2::Digest;
 
 use super::ByteRange;
+use super::key::KeyHasher;
 use super::{
     ByteStream, Conditional, Object, ObjectKey, ObjectMeta, ObjectSource, ObjectTtl, Precondition,
     Progress, StoreError,
@@ -80,7 +81,7 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
-    meta: Cache<ObjectKey, (ObjectMeta, Instant)>,
+    meta: Cache<ObjectKey, (ObjectMeta, Instant), KeyHasher>,
     ttl: ObjectTtl,
     /// The first-byte timeout, for error messages.
     timeout: Duration,
@@ -117,7 +118,7 @@ impl S3Store {
         let meta = Cache::builder()
             .max_capacity(100_000)
             .expire_after(ttl.clone())
-            .build();
+            .build_with_hasher(KeyHasher::default());
         Self {
             client: Client::from_conf(builder.build()),
             bucket: config.bucket.clone().unwrap_or_default(),
