@@ -15,7 +15,7 @@ const ROUTE: &str = "/releases/{*path}";
 const MIB: usize = 1024 * 1024;
 
 /// Runs `cmd` to completion without blocking the server's runtime; kills it after `limit`.
-async fn run(cmd: Command, limit: Duration) -> Output {
+pub(crate) async fn run(cmd: Command, limit: Duration) -> Output {
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true)
         .stdin(Stdio::null())
@@ -28,7 +28,7 @@ async fn run(cmd: Command, limit: Duration) -> Output {
         .expect("wait for client")
 }
 
-fn describe(output: &Output) -> String {
+pub(crate) fn describe(output: &Output) -> String {
     format!(
         "{}\nstdout: {}\nstderr: {}",
         output.status,
@@ -46,7 +46,7 @@ fn answered(state: &AppState, status: &str) -> u64 {
         .get()
 }
 
-fn file_len(path: &Path) -> usize {
+pub(crate) fn file_len(path: &Path) -> usize {
     std::fs::metadata(path).map_or(0, |m| m.len() as usize)
 }
 

@@ -14,6 +14,7 @@ mod github;
 mod github_standin;
 mod mirror;
 mod policy;
+mod private;
 mod prometheus;
 mod publish;
 mod releases;

@@ -443,7 +443,11 @@ impl TestServer {
 
     /// As [`TestServer::start`], with secrets (a fixture's S3 keys).
     pub async fn start_with(config: Config, secrets: Secrets) -> Self {
-        let state = App::build(config, secrets).expect("state");
+        Self::serve(App::build(config, secrets).expect("state")).await
+    }
+
+    /// Serves a state built by the test (on a manual clock, say).
+    pub async fn serve(state: AppState) -> Self {
         let server = Server::bind(state.clone()).await.expect("bind");
         let addr = server.local_addr().expect("addr");
         let metrics_addr = server.metrics_addr();
