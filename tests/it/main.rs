@@ -17,6 +17,7 @@ mod policy;
 mod private;
 mod prometheus;
 mod publish;
+mod redirect;
 mod releases;
 mod s3;
 mod support;
