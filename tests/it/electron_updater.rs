@@ -294,7 +294,7 @@ fn store_in(
 }
 
 /// The app under test: which electron-updater class, its feed URL and its current artifact.
-struct App<'a> {
+pub(crate) struct App<'a> {
     updater: &'a str,
     feed: &'a str,
     old_name: &'a str,
@@ -302,7 +302,7 @@ struct App<'a> {
 }
 
 /// The Linux app (1.0.0, running `old` as its AppImage).
-fn appimage_app(old: &[u8]) -> App<'_> {
+pub(crate) fn appimage_app(old: &[u8]) -> App<'_> {
     App {
         updater: "appimage",
         feed: "/update/linux/x64/1.0.0",
@@ -312,7 +312,7 @@ fn appimage_app(old: &[u8]) -> App<'_> {
 }
 
 /// Runs `app` against `server`.
-async fn run_update(
+pub(crate) async fn run_update(
     server: &TestServer,
     app: App<'_>,
     differential: bool,
@@ -390,21 +390,9 @@ async fn electron_updater_downloads_the_update_in_full() {
     let (_fixture, server) = serve(fixture).await;
 
     let (run, client) = run_update(&server, appimage_app(&old.bytes), false).await;
-    let result = run.json();
-    assert!(
-        run.success && result["ok"] == true,
-        "electron-updater failed: {result:#}\nstderr:\n{}",
-        run.stderr
-    );
+    let result = update_succeeded(&run, client.path(), (NEW_NAME, &new.bytes), false);
     assert_eq!(result["updater"], "AppImageUpdater");
     assert_eq!(result["version"], "1.1.0");
-    assert_eq!(result["differential"], false);
-    assert_eq!(result["fallback"], false, "{result:#}");
-    let file = downloaded(&result, client.path(), NEW_NAME);
-    assert!(
-        read(&file) == new.bytes,
-        "downloaded file differs from the 1.1.0 artifact"
-    );
 
     let state = &server.state;
     assert_eq!(update_checks(state, "linux"), 1, "one update check counted");
@@ -470,6 +458,28 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// An update that succeeded without falling back, downloaded in full or differentially
+/// (`differential`), its file `name` in the client's directory byte for byte `bytes`; the
+/// harness's result.
+pub(crate) fn update_succeeded(
+    run: &NodeRun,
+    client: &Path,
+    (name, bytes): (&str, &[u8]),
+    differential: bool,
+) -> Value {
+    let result = run.json();
+    assert!(
+        run.success && result["ok"] == true,
+        "electron-updater failed: {result:#}\nstderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(result["differential"], differential, "{result:#}");
+    assert_eq!(result["fallback"], false, "{result:#}");
+    let file = downloaded(&result, client, name);
+    assert!(read(&file) == bytes, "{name} differs from the artifact");
+    result
+}
+
 /// What every differential test asserts: success without a fallback, the rebuilt file
 /// byte-identical, every artifact request a range request answered `206`, the changed blocks
 /// in `multipart/byteranges`, no `200` on `/releases` but for separate block maps, and far
@@ -481,21 +491,9 @@ fn assert_differential(
     new: (&str, &Artifact),
     changed: usize,
 ) -> Value {
-    let result = run.json();
-    assert!(
-        run.success && result["ok"] == true,
-        "electron-updater failed: {result:#}\nstderr:\n{}",
-        run.stderr
-    );
-    assert_eq!(result["version"], "1.1.0");
-    assert_eq!(result["differential"], true, "{result:#}");
-    assert_eq!(result["fallback"], false, "{result:#}");
     let (name, new) = new;
-    let file = downloaded(&result, client, name);
-    assert!(
-        read(&file) == new.bytes,
-        "rebuilt file differs from the 1.1.0 artifact"
-    );
+    let result = update_succeeded(run, client, (name, &new.bytes), true);
+    assert_eq!(result["version"], "1.1.0");
 
     let exchanges = result["exchanges"].as_array().expect("exchanges");
     let artifact_path = format!("/releases/v1.1.0/{name}");
@@ -686,15 +684,7 @@ async fn a_differential_download_from_a_bucket_reads_close_ranges_together() {
     );
     let (fixture, server) = serve(fixture).await;
     let (run, client) = run_update(&server, appimage_app(&old.bytes), true).await;
-    let result = run.json();
-    assert!(
-        run.success && result["ok"] == true && result["differential"] == true,
-        "electron-updater failed: {result:#}\nstderr:\n{}",
-        run.stderr
-    );
-    assert_eq!(result["fallback"], false, "{result:#}");
-    let file = downloaded(&result, client.path(), NEW_NAME);
-    assert!(read(&file) == new.bytes, "rebuilt file differs from 1.1.0");
+    let result = update_succeeded(&run, client.path(), (NEW_NAME, &new.bytes), true);
 
     // What the client asked for: the ranges of its requests for the artifact, in order.
     let artifact_path = format!("/releases/v1.1.0/{NEW_NAME}");

@@ -6,24 +6,23 @@
 //!
 //! Tokens and keys are made at run time; none is in the repository.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+use release_edge::App;
 use release_edge::clock::Clock;
 use release_edge::config::{Config, Secrets};
-use release_edge::{App, AppState};
 use secrecy::SecretString;
 use serde_json::Value;
 
-use crate::clients::{describe, file_len, run};
+use crate::clients::{aria2c, describe, file_len, interrupted_curl, run};
 use crate::electron_updater::{
     Artifact, BlockMap, artifact, build_appimages, changed_content, channel_file as builder_yml,
-    downloaded, harness, random_bytes, require_client,
+    harness, random_bytes, require_client, update_succeeded,
 };
 use crate::support::{
-    BinaryServer, Fixture, Reply, TestServer, channel_yml, get, pattern, read, require_program,
-    scratch,
+    BinaryServer, Fixture, Reply, TestServer, get, pattern, read, require_program, scratch,
 };
 use crate::tauri::{Keys, LIMIT, blocking};
 
@@ -31,6 +30,8 @@ const BETA_FILE: &str = "App-2.0.0-beta.1.AppImage";
 const PUBLIC_FILE: &str = "App-1.1.0.AppImage";
 const TAGGED_FILE: &str = "App-2.0.0-beta.0.AppImage";
 const ACME_FILE: &str = "App-1.4.0.AppImage";
+/// electron-updater's feed of the beta channel, for a Linux app at 1.0.0.
+const BETA_FEED: &str = "/update/linux/x64/1.0.0/beta-linux.yml";
 /// `access.url_ttl` of these tests; URLs are signed until the end of the window (an eighth
 /// of it) plus this.
 const URL_TTL: Duration = Duration::from_secs(3600);
@@ -91,52 +92,29 @@ fn store() -> Fixture {
     let public = pattern(200_000);
     let acme = pattern(100_000);
     let mut fx = Fixture::new()
-        .file(&format!("releases/v2.0.0-beta.1/{BETA_FILE}"), &beta)
-        .file(
-            "releases/v2.0.0-beta.1/beta-linux.yml",
-            channel_yml("2.0.0-beta.1", &[(BETA_FILE, &beta)], None),
+        .release(
+            "2.0.0-beta.1",
+            "beta-linux.yml",
+            &[(BETA_FILE, &beta)],
+            true,
         )
-        .file(
-            "releases/latest/beta-linux.yml",
-            channel_yml("2.0.0-beta.1", &[(BETA_FILE, &beta)], None),
-        )
-        .file(&format!("releases/v1.1.0/{PUBLIC_FILE}"), &public)
-        .file(
-            "releases/v1.1.0/latest-linux.yml",
-            channel_yml("1.1.0", &[(PUBLIC_FILE, &public)], None),
-        )
-        .file(
-            "releases/v1.1.0/beta-linux.yml",
-            channel_yml("1.1.0", &[(PUBLIC_FILE, &public)], None),
-        )
-        .file(
-            "releases/latest/latest-linux.yml",
-            channel_yml("1.1.0", &[(PUBLIC_FILE, &public)], None),
-        )
+        .release("1.1.0", "latest-linux.yml", &[(PUBLIC_FILE, &public)], true)
+        .release("1.1.0", "beta-linux.yml", &[(PUBLIC_FILE, &public)], false)
         .file(
             &format!("releases/v2.0.0-beta.0/{TAGGED_FILE}"),
             pattern(5000),
         )
-        .file(&format!("releases/v1.4.0/{ACME_FILE}"), &acme)
-        .file(
-            "releases/v1.4.0/acme-linux.yml",
-            channel_yml("1.4.0", &[(ACME_FILE, &acme)], None),
-        )
-        .file("releases/v1.4.0/builder-debug.yml", "x: 1\n")
-        .file(
-            "releases/latest/acme-linux.yml",
-            channel_yml("1.4.0", &[(ACME_FILE, &acme)], None),
-        );
+        .release("1.4.0", "acme-linux.yml", &[(ACME_FILE, &acme)], true)
+        .file("releases/v1.4.0/builder-debug.yml", "x: 1\n");
     private_config(&mut fx.config);
     fx
 }
 
 /// The router over `fx` with `keyring`'s tokens and key, on `clock`.
-fn router_on(fx: &Fixture, keyring: &Keyring, clock: &Clock) -> (AppState, axum::Router) {
+fn router_on(fx: &Fixture, keyring: &Keyring, clock: &Clock) -> axum::Router {
     let secrets = keyring.secrets(fx, &keyring.tokens(), &keyring.key);
     let state = App::build_with_clock(fx.config.clone(), secrets, clock.clone()).expect("state");
-    let router = release_edge::app(state.clone());
-    (state, router)
+    release_edge::app(state)
 }
 
 fn bearer(token: &str) -> String {
@@ -190,8 +168,8 @@ fn yaml_url(reply: &Reply) -> String {
 async fn a_private_channels_feeds_and_latest_need_one_of_its_tokens() {
     let keyring = Keyring::new();
     let fx = store();
-    let (_state, router) = router_on(&fx, &keyring, &Clock::manual());
-    let feed = "/update/linux/x64/1.0.0/beta-linux.yml";
+    let router = router_on(&fx, &keyring, &Clock::manual());
+    let feed = BETA_FEED;
 
     let none = get(&router, feed, &[]).await;
     assert_eq!(none.status, StatusCode::UNAUTHORIZED);
@@ -304,7 +282,7 @@ async fn a_private_channels_feeds_and_latest_need_one_of_its_tokens() {
 async fn private_objects_open_to_a_token_of_their_channel_or_a_signed_url_only() {
     let keyring = Keyring::new();
     let fx = store();
-    let (_state, router) = router_on(&fx, &keyring, &Clock::manual());
+    let router = router_on(&fx, &keyring, &Clock::manual());
     let alice = bearer(&keyring.alice);
     let acme = bearer(&keyring.acme);
     for (path, private, opens) in [
@@ -393,11 +371,8 @@ async fn signed_urls_expire_and_open_only_their_object() {
         "signature text",
     );
     private_config(&mut fx.config);
-    let (_state, router) = router_on(&fx, &keyring, &clock);
-    let feed = format!(
-        "/update/linux/x64/1.0.0/beta-linux.yml?token={}",
-        keyring.alice
-    );
+    let router = router_on(&fx, &keyring, &clock);
+    let feed = format!("{BETA_FEED}?token={}", keyring.alice);
     let signed = yaml_url(&get(&router, &feed, &[]).await);
     let path = local(&signed).to_owned();
     let (object, sig) = path.split_once("?sig=").expect("signed");
@@ -496,11 +471,8 @@ async fn a_feed_is_signed_once_per_window_and_keeps_its_etag_within_it() {
     let keyring = Keyring::new();
     let clock = Clock::manual();
     let fx = store();
-    let (_state, router) = router_on(&fx, &keyring, &clock);
-    let feed = format!(
-        "/update/linux/x64/1.0.0/beta-linux.yml?token={}",
-        keyring.alice
-    );
+    let router = router_on(&fx, &keyring, &clock);
+    let feed = format!("{BETA_FEED}?token={}", keyring.alice);
     let first = get(&router, &feed, &[]).await;
     let etag = first.header("etag").to_owned();
     // Later in the same window: the same bytes, and a 304 for the client that has them.
@@ -527,9 +499,9 @@ async fn a_revoked_token_and_a_retired_key_stop_working() {
     let keyring = Keyring::new();
     let fx = store();
     let clock = Clock::manual();
-    let feed = "/update/linux/x64/1.0.0/beta-linux.yml";
+    let feed = BETA_FEED;
     let object = format!("/releases/v2.0.0-beta.1/{BETA_FILE}");
-    let (_state, before) = router_on(&fx, &keyring, &clock);
+    let before = router_on(&fx, &keyring, &clock);
     let signed_before =
         yaml_url(&get(&before, feed, &[("authorization", &bearer(&keyring.alice))]).await);
 
@@ -584,8 +556,8 @@ async fn wrong_tokens_and_forged_signatures_slow_their_address_down() {
     let keyring = Keyring::new();
     let clock = Clock::manual();
     let fx = store();
-    let (_state, router) = router_on(&fx, &keyring, &clock);
-    let feed = "/update/linux/x64/1.0.0/beta-linux.yml";
+    let router = router_on(&fx, &keyring, &clock);
+    let feed = BETA_FEED;
     let object = format!("/releases/v2.0.0-beta.1/{BETA_FILE}");
     // Five wrong credentials are free (tokens on the feed, forged signatures on the object).
     for i in 0..5 {
@@ -694,10 +666,7 @@ fn tokens_never_reach_the_log_and_their_holders_do() {
         ],
     );
     let client = reqwest::blocking::Client::new();
-    let feed = server.url(&format!(
-        "/update/linux/x64/1.0.0/beta-linux.yml?token={}",
-        keyring.alice
-    ));
+    let feed = server.url(&format!("{BETA_FEED}?token={}", keyring.alice));
     let reply = client.get(&feed).send().expect("feed");
     assert_eq!(reply.status(), 200);
     let body = reply.text().expect("body");
@@ -707,7 +676,7 @@ fn tokens_never_reach_the_log_and_their_holders_do() {
     let object = server.url(&format!("/releases/v2.0.0-beta.1/{BETA_FILE}?sig={sig}"));
     assert_eq!(client.get(&object).send().expect("object").status(), 200);
     let wrong = client
-        .get(server.url("/update/linux/x64/1.0.0/beta-linux.yml"))
+        .get(server.url(BETA_FEED))
         .bearer_auth(&keyring.bob)
         .send()
         .expect("feed");
@@ -751,6 +720,21 @@ async fn serve(fx: &mut Fixture, keyring: &Keyring, tokens: &str, clock: &Clock)
     let secrets = keyring.secrets(fx, tokens, &keyring.key);
     let state = App::build_with_clock(fx.config.clone(), secrets, clock.clone()).expect("state");
     TestServer::serve(state).await
+}
+
+/// The first artifact URL (signed) of `server`'s `beta-linux.yml`, asked for with `token`.
+pub(crate) async fn beta_url(server: &TestServer, token: &str) -> String {
+    let body = reqwest::Client::new()
+        .get(server.url(BETA_FEED))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("feed")
+        .text()
+        .await
+        .expect("body");
+    let yaml: serde_norway::Value = serde_norway::from_str(&body).expect("yaml");
+    yaml["files"][0]["url"].as_str().expect("url").to_owned()
 }
 
 /// A beta release of two AppImages (1.0.0 running, 2.0.0-beta.1 offered on `beta` only).
@@ -822,6 +806,16 @@ fn release_exchanges(result: &Value) -> Vec<&Value> {
         .collect()
 }
 
+/// An electron-updater run whose check the server refused with `status`: a clean failure
+/// naming it, and no request for an artifact.
+fn refused(run: &crate::electron_updater::NodeRun, status: &str) {
+    let result = run.json();
+    assert!(!run.success && result["ok"] == false, "{result:#}");
+    let message = result["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(status), "{status} in {message}");
+    assert!(release_exchanges(&result).is_empty(), "{result:#}");
+}
+
 /// electron-updater from a private channel: the full download with the token in
 /// `requestHeaders` (electron-updater sends it with the feed request and every download);
 /// without a token, and with a revoked one, a clean failure naming the status, nothing
@@ -848,14 +842,7 @@ async fn electron_updater_updates_from_a_private_channel_and_fails_cleanly_witho
         false,
     )
     .await;
-    let result = run.json();
-    assert!(
-        run.success && result["ok"] == true,
-        "electron-updater failed: {result:#}\nstderr:\n{}",
-        run.stderr
-    );
-    let file = downloaded(&result, client.path(), NEW);
-    assert!(read(&file) == new.bytes, "the beta, byte for byte");
+    let result = update_succeeded(&run, client.path(), (NEW, &new.bytes), false);
     let artifact = release_exchanges(&result);
     assert!(
         !artifact.is_empty()
@@ -871,11 +858,7 @@ async fn electron_updater_updates_from_a_private_channel_and_fails_cleanly_witho
     // No token: the check fails with the server's 401, nothing is downloaded.
     let (run, _client) =
         electron_updater(&server, "appimage", feed, (OLD, &old.bytes), None, false).await;
-    let result = run.json();
-    assert!(!run.success && result["ok"] == false, "{result:#}");
-    let message = result["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("401"), "{message}");
-    assert!(release_exchanges(&result).is_empty(), "{result:#}");
+    refused(&run, "401");
 
     // bob's token revoked (the server restarted without it): 403.
     drop(server);
@@ -895,11 +878,7 @@ async fn electron_updater_updates_from_a_private_channel_and_fails_cleanly_witho
         false,
     )
     .await;
-    let result = run.json();
-    assert!(!run.success && result["ok"] == false, "{result:#}");
-    let message = result["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("403"), "{message}");
-    assert!(release_exchanges(&result).is_empty(), "{result:#}");
+    refused(&run, "403");
 }
 
 /// electron-updater's differential downloads from a private channel: the AppImage's
@@ -949,7 +928,8 @@ async fn electron_updater_downloads_differentially_from_a_private_channel() {
     assert_eq!(maps.len(), 2, "both block maps: {result:#}");
 }
 
-/// A differential download that succeeded, rebuilt byte for byte, with only a fraction sent.
+/// A differential download that succeeded, rebuilt byte for byte, with only a fraction
+/// sent and the changed blocks in `multipart/byteranges`.
 fn assert_differential(
     run: &crate::electron_updater::NodeRun,
     client: &std::path::Path,
@@ -957,15 +937,7 @@ fn assert_differential(
     new: &Artifact,
     changed: usize,
 ) -> Value {
-    let result = run.json();
-    assert!(
-        run.success && result["ok"] == true && result["differential"] == true,
-        "electron-updater failed: {result:#}\nstderr:\n{}",
-        run.stderr
-    );
-    assert_eq!(result["fallback"], false, "{result:#}");
-    let file = downloaded(&result, client, name);
-    assert!(read(&file) == new.bytes, "rebuilt file differs");
+    let result = update_succeeded(run, client, (name, &new.bytes), true);
     let sent: u64 = release_exchanges(&result)
         .iter()
         .filter(|e| e["path"].as_str().is_some_and(|p| !p.contains(".blockmap")))
@@ -995,14 +967,10 @@ async fn the_tauri_client_updates_from_a_private_channel_with_a_signed_url() {
     let keys = Keys::new();
     let bytes = pattern(150_000 + 3);
     let mut fx = Fixture::new()
-        .file(&format!("releases/v2.0.0-beta.1/{NAME}"), &bytes)
+        .release("2.0.0-beta.1", "beta-linux.yml", &[(NAME, &bytes)], true)
         .file(
             &format!("releases/v2.0.0-beta.1/{NAME}.sig"),
             keys.sign(NAME, &bytes),
-        )
-        .file(
-            "releases/latest/beta-linux.yml",
-            channel_yml("2.0.0-beta.1", &[(NAME, &bytes)], None),
         );
     let keyring = Keyring::new();
     let server = serve(
@@ -1081,7 +1049,7 @@ async fn the_tauri_client_updates_from_a_private_channel_with_a_signed_url() {
 /// `curl -C -` resumes a download of a private artifact from its signed URL; once the URL
 /// expired the resume is refused and the partial file is left as it was; a fresh URL from
 /// the feed resumes it. aria2c fetches the signed URL in eight segments. Without a
-/// signature both fail and write nothing.
+/// signature, or with a revoked token, both fail and write nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_and_aria2c_download_a_private_artifact_from_its_signed_url() {
     require_program("curl");
@@ -1089,12 +1057,7 @@ async fn curl_and_aria2c_download_a_private_artifact_from_its_signed_url() {
     const NAME: &str = "App-2.0.0-beta.1.AppImage";
     const LEN: usize = 12 * 1024 * 1024 + 321;
     let data = pattern(LEN);
-    let mut fx = Fixture::new()
-        .file(&format!("releases/v2.0.0-beta.1/{NAME}"), &data)
-        .file(
-            "releases/latest/beta-linux.yml",
-            channel_yml("2.0.0-beta.1", &[(NAME, &data)], None),
-        );
+    let mut fx = Fixture::new().release("2.0.0-beta.1", "beta-linux.yml", &[(NAME, &data)], true);
     let keyring = Keyring::new();
     let clock = Clock::manual();
     let server = serve(
@@ -1104,47 +1067,13 @@ async fn curl_and_aria2c_download_a_private_artifact_from_its_signed_url() {
         &clock,
     )
     .await;
-    let signed_url = || async {
-        let body = reqwest::Client::new()
-            .get(server.url("/update/linux/x64/1.0.0/beta-linux.yml"))
-            .bearer_auth(&keyring.alice)
-            .send()
-            .await
-            .expect("feed")
-            .text()
-            .await
-            .expect("body");
-        let yaml: serde_norway::Value = serde_norway::from_str(&body).expect("yaml");
-        yaml["files"][0]["url"].as_str().expect("url").to_owned()
-    };
+    let signed_url = || beta_url(&server, &keyring.alice);
     let url = signed_url().await;
     let dir = scratch();
     let out = dir.path().join(NAME);
 
     // A first, slow attempt, interrupted part-way.
-    let mut first = tokio::process::Command::new("curl");
-    first
-        .args(["-sS", "-g", "--fail", "--limit-rate", "1M", "-o"])
-        .arg(&out)
-        .arg(&url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let mut first = first.spawn().expect("spawn curl");
-    let start = Instant::now();
-    while file_len(&out) < 256 * 1024 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "curl wrote too little"
-        );
-        assert!(
-            first.try_wait().expect("try_wait").is_none(),
-            "curl ended early"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    first.kill().await.expect("kill curl");
+    interrupted_curl(&out, &url).await;
     let partial = read(&out).len();
     assert!(partial > 0 && partial < LEN);
 
@@ -1182,29 +1111,7 @@ async fn curl_and_aria2c_download_a_private_artifact_from_its_signed_url() {
     assert!(read(&out) == data, "the resumed file is the artifact");
 
     // aria2c: eight segments, all on the signed URL.
-    let aria = |url: &str, name: &str| {
-        let mut cmd = Command::new("aria2c");
-        cmd.args([
-            "--no-conf",
-            "-x",
-            "8",
-            "-s",
-            "8",
-            "-k",
-            "1M",
-            "--allow-overwrite=true",
-            "--auto-file-renaming=false",
-            "--file-allocation=none",
-            "--summary-interval=0",
-            "--console-log-level=warn",
-            "--stop=60",
-            "-d",
-        ])
-        .arg(dir.path())
-        .args(["-o", name])
-        .arg(url);
-        run(cmd, Duration::from_secs(60))
-    };
+    let aria = |url: &str, name: &str| run(aria2c(dir.path(), name, url), Duration::from_secs(60));
     let partial_before = server
         .state
         .metrics
@@ -1226,17 +1133,39 @@ async fn curl_and_aria2c_download_a_private_artifact_from_its_signed_url() {
         - partial_before;
     assert!(segments > 1, "{segments} range requests");
 
-    // Without a signature: refused, nothing written.
+    // Without a signature, or with a revoked token instead (bob's, no longer in
+    // RELEASE_EDGE_ACCESS_TOKENS: in the query, or as a header): refused, nothing written.
     let unsigned = fresh.split_once('?').expect("signed").0;
-    let output = aria(unsigned, "unsigned.AppImage").await;
-    assert!(!output.status.success(), "{}", describe(&output));
-    assert!(file_len(&dir.path().join("unsigned.AppImage")) == 0);
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-g", "--fail", "-o"])
-        .arg(dir.path().join("curl-unsigned"))
-        .args(["-w", "%{http_code}"])
-        .arg(unsigned);
-    let output = run(cmd, Duration::from_secs(30)).await;
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "401");
-    assert_eq!(file_len(&dir.path().join("curl-unsigned")), 0);
+    let in_query = format!("{unsigned}?token={}", keyring.bob);
+    let header = format!("Authorization: {}", bearer(&keyring.bob));
+    let refusals = [
+        (unsigned, None, "401"),
+        (in_query.as_str(), None, "403"),
+        (unsigned, Some(header.as_str()), "403"),
+    ];
+    for (i, (url, header, status)) in refusals.into_iter().enumerate() {
+        let out = dir.path().join(format!("curl-refused-{i}"));
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-g", "--fail", "-o"])
+            .arg(&out)
+            .args(["-w", "%{http_code}"]);
+        if let Some(header) = header {
+            cmd.args(["-H", header]);
+        }
+        cmd.arg(url);
+        let output = run(cmd, Duration::from_secs(30)).await;
+        assert!(!output.status.success(), "{}", describe(&output));
+        assert_eq!(String::from_utf8_lossy(&output.stdout), status, "{url}");
+        assert_eq!(file_len(&out), 0, "{url}");
+    }
+    for (i, (url, header, _)) in refusals.into_iter().enumerate() {
+        let name = format!("aria2c-refused-{i}");
+        let mut cmd = aria2c(dir.path(), &name, url);
+        if let Some(header) = header {
+            cmd.arg(format!("--header={header}"));
+        }
+        let output = run(cmd, Duration::from_secs(60)).await;
+        assert!(!output.status.success(), "{}", describe(&output));
+        assert_eq!(file_len(&dir.path().join(&name)), 0, "{url}");
+    }
 }

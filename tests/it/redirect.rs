@@ -15,11 +15,11 @@ use secrecy::SecretString;
 
 use crate::clients::{describe, run};
 use crate::electron_updater::{
-    build_appimages, changed_content, channel_file as builder_yml, downloaded, harness,
-    require_client,
+    appimage_app, build_appimages, changed_content, channel_file as builder_yml, require_client,
+    run_update, update_succeeded,
 };
 use crate::support::{
-    BUCKET, Fixture, TestServer, channel_yml, on_free_port, pattern, read, require_program, scratch,
+    BUCKET, Fixture, TestServer, on_free_port, pattern, read, require_program, scratch,
 };
 
 const EXE: &str = "App Setup 1.1.0.exe";
@@ -69,16 +69,7 @@ fn requests(server: &TestServer, status: &str) -> u64 {
 async fn artifacts_are_redirected_to_the_bucket_and_clients_get_the_exact_bytes() {
     require_program("curl");
     let data = pattern(3 * 1024 * 1024 + 77);
-    let mut fx = Fixture::s3()
-        .file(&format!("releases/v1.1.0/{EXE}"), &data)
-        .file(
-            "releases/v1.1.0/latest.yml",
-            channel_yml("1.1.0", &[(EXE, &data)], None),
-        )
-        .file(
-            "releases/latest/latest.yml",
-            channel_yml("1.1.0", &[(EXE, &data)], None),
-        );
+    let mut fx = Fixture::s3().release("1.1.0", "latest.yml", &[(EXE, &data)], true);
     fx.config.store.downloads = Downloads::Redirect;
     on_free_port(&mut fx.config);
     let server = TestServer::start_with(fx.config.clone(), fx.secrets()).await;
@@ -243,29 +234,8 @@ async fn electron_updater_follows_the_redirect_in_full_and_differential_download
     let s3 = fx.s3.as_ref().expect("bucket");
 
     for differential in [false, true] {
-        let client = scratch();
-        let old_file = client.path().join(OLD);
-        std::fs::write(&old_file, &old.bytes).expect("the running app");
-        let config = serde_json::json!({
-            "feedUrl": server.url("/update/linux/x64/1.0.0"),
-            "version": "1.0.0",
-            "workDir": client.path(),
-            "oldFile": old_file,
-            "differential": differential,
-            "expectVersion": "1.1.0",
-        });
-        let run = harness(&["update", &config.to_string()]).await;
-        let result = run.json();
-        assert!(
-            run.success && result["ok"] == true,
-            "differential {differential}: {result:#}\nstderr:\n{}",
-            run.stderr
-        );
-        let file = downloaded(&result, client.path(), NEW);
-        assert!(
-            read(&file) == new.bytes,
-            "differential {differential}: the bytes"
-        );
+        let (run, client) = run_update(&server, appimage_app(&old.bytes), differential).await;
+        let result = update_succeeded(&run, client.path(), (NEW, &new.bytes), differential);
         let exchanges = result["exchanges"].as_array().expect("exchanges");
         let redirected = exchanges.iter().filter(|e| e["status"] == 302).count();
         let bucket = exchanges
@@ -305,16 +275,7 @@ async fn a_private_artifact_is_redirected_only_with_its_signature() {
     require_program("curl");
     const NAME: &str = "App-2.0.0-beta.1.AppImage";
     let data = pattern(700_000);
-    let mut fx = Fixture::s3()
-        .file(&format!("releases/v2.0.0-beta.1/{NAME}"), &data)
-        .file(
-            "releases/v2.0.0-beta.1/beta-linux.yml",
-            channel_yml("2.0.0-beta.1", &[(NAME, &data)], None),
-        )
-        .file(
-            "releases/latest/beta-linux.yml",
-            channel_yml("2.0.0-beta.1", &[(NAME, &data)], None),
-        );
+    let mut fx = Fixture::s3().release("2.0.0-beta.1", "beta-linux.yml", &[(NAME, &data)], true);
     fx.config.store.downloads = Downloads::Redirect;
     fx.config.access.private_channels = vec!["beta".into()];
     on_free_port(&mut fx.config);
@@ -339,17 +300,18 @@ async fn a_private_artifact_is_redirected_only_with_its_signature() {
         .collect();
     assert!(asked.is_empty(), "the bucket was asked about it: {asked:?}");
 
-    let feed = reqwest::Client::new()
-        .get(server.url("/update/linux/x64/1.0.0/beta-linux.yml"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("feed")
-        .text()
-        .await
-        .expect("body");
-    let yaml: serde_norway::Value = serde_norway::from_str(&feed).expect("yaml");
-    let signed = yaml["files"][0]["url"].as_str().expect("url").to_owned();
+    let signed = crate::private::beta_url(&server, &token).await;
+    // Tampered (its expiry moved on): refused, no redirect, the bucket still not asked.
+    let (object_url, sig) = signed.split_once("?sig=").expect("signed");
+    let (expires, mac) = sig.split_once('.').expect("expires.mac");
+    let expires: u64 = expires.parse().expect("unix time");
+    let tampered = format!("{object_url}?sig={}.{mac}", expires + 86_400);
+    let (status, headers, body) = fetch(&tampered, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN.as_u16());
+    assert!(headers.get("location").is_none());
+    assert!(String::from_utf8_lossy(&body).contains("invalid_signature"));
+    assert!(!s3.requests().iter().any(|r| r.target.contains(NAME)));
+
     let (status, headers, _) = fetch(&signed, &[]).await;
     assert_eq!(status, 302);
     assert_eq!(headers["cache-control"], "private, no-store");

@@ -151,6 +151,27 @@ impl Fixture {
         std::fs::write(path, content).expect("write fixture");
     }
 
+    /// `version` as `publish` leaves it: each of `files` under `releases/v{version}/` with
+    /// the channel file `channel_file` listing them beside, and, when `current`, that channel
+    /// file in `releases/latest/` too.
+    pub fn release(
+        self,
+        version: &str,
+        channel_file: &str,
+        files: &[(&str, &[u8])],
+        current: bool,
+    ) -> Self {
+        let yml = channel_yml(version, files, None);
+        let mut fx = self.file(&format!("releases/v{version}/{channel_file}"), &yml);
+        for (name, bytes) in files {
+            fx = fx.file(&format!("releases/v{version}/{name}"), bytes);
+        }
+        if current {
+            fx = fx.file(&format!("releases/latest/{channel_file}"), &yml);
+        }
+        fx
+    }
+
     /// A sparse-free large file of `len` pattern bytes.
     pub fn large(self, key: &str, len: usize) -> Self {
         self.file(key, pattern(len))
