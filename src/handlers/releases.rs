@@ -94,7 +94,8 @@ pub async fn get_release(
 /// served here) that the bucket can answer as we would: the whole object or one range (a
 /// client follows the redirect with its `Range`, and S3 serves it). Not for several
 /// ranges (S3 cannot answer them: electron-updater's differential download stays here),
-/// nor for what ends without bytes (`304`, `412`, `416`: answered here, from the metadata).
+/// nor for what ends without bytes (`304`, `412`, `416`: answered here, from the metadata),
+/// nor for a `Range` answered in full (an `If-Range` that failed).
 /// A private object's redirect is made only after its token or signature was accepted,
 /// and no shared cache may keep it.
 async fn to_bucket(
@@ -114,7 +115,10 @@ async fn to_bucket(
         return Ok(None);
     }
     match object::plan(&object.meta, method, headers) {
-        ResponsePlan::Full => {}
+        // A `Range` we answer in full (an `If-Range` that did not match, a range we ignore)
+        // is ours too: `If-Range` is not in S3's GetObject API, and a store that ignores
+        // it would send the range of a file the client no longer has.
+        ResponsePlan::Full if !headers.contains_key(header::RANGE) => {}
         ResponsePlan::Partial(ranges) if ranges.len() == 1 => {}
         _ => return Ok(None),
     }

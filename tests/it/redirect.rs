@@ -180,6 +180,18 @@ async fn artifacts_are_redirected_to_the_bucket_and_clients_get_the_exact_bytes(
     let etag = head.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(fetch(&url, &[("if-none-match", &etag)]).await.0, 304);
     assert_eq!(fetch(&url, &[("range", "bytes=99999999-")]).await.0, 416);
+    // A resume whose `If-Range` no longer matches gets the whole object, from here (a store
+    // that ignores `If-Range` would send the range); one that matches goes to the bucket.
+    let (status, headers, body) = fetch(
+        &url,
+        &[("range", "bytes=100-"), ("if-range", "\"not-the-etag\"")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(headers.get("location").is_none());
+    assert!(body == data, "the whole object");
+    let (status, _, _) = fetch(&url, &[("range", "bytes=100-"), ("if-range", &etag)]).await;
+    assert_eq!(status, 302);
     for manifest in ["/releases/v1.1.0/latest.yml", "/releases/latest/latest.yml"] {
         let (status, _, body) = fetch(&server.url(manifest), &[]).await;
         assert_eq!(status, 200, "{manifest}");
