@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::cache::Manifest;
+use crate::cache::{ChannelManifest, Manifest};
 use crate::error::AppError;
 use crate::origin::Found;
 use crate::policy::{self, Answer};
@@ -20,9 +20,6 @@ use crate::release::{Available, ReleaseFile, choose_file, rollout};
 use crate::response::feed::FeedBody;
 use crate::state::App;
 use crate::store::ObjectKey;
-
-/// Where the channel files currently served live (SPEC §1).
-const LATEST_DIR: &str = "releases/latest";
 
 /// An update check, as the client described itself.
 #[derive(Debug, Clone)]
@@ -84,12 +81,6 @@ fn json_answer(update: Option<&UpdateJson>, per_client: bool) -> Result<Answer, 
     })
 }
 
-/// The key of `releases/latest/{name}`.
-fn latest_key(name: &str) -> Result<ObjectKey, AppError> {
-    ObjectKey::from_trusted(format!("{LATEST_DIR}/{name}"))
-        .map_err(|e| AppError::Internal(format!("bad manifest key {name}: {e}")))
-}
-
 /// Whether an answer can do without a manifest (SPEC §3: a fallback never makes an answer
 /// worse).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +112,7 @@ pub async fn channel_file(
     need: Need,
 ) -> Result<Option<Arc<ElectronManifest>>, AppError> {
     Ok(
-        match manifest(app, &latest_key(&file.file_name())?, need).await? {
+        match manifest(app, &app.keys.channel_file(file), need).await? {
             Some(Manifest::Electron(release)) => Some(release),
             _ => None,
         },
@@ -167,17 +158,11 @@ pub async fn squirrel_releases(
     app: &App,
     channel: &Channel,
 ) -> Result<Option<Arc<SquirrelReleases>>, AppError> {
-    let name = if channel.is_latest() {
-        "RELEASES".to_owned()
-    } else {
-        format!("RELEASES-{channel}")
-    };
-    Ok(
-        match manifest(app, &latest_key(&name)?, Need::Required).await? {
-            Some(Manifest::Squirrel(releases)) => Some(releases),
-            _ => None,
-        },
-    )
+    let key = app.keys.of_channel(channel, ChannelManifest::Squirrel);
+    Ok(match manifest(app, &key, Need::Required).await? {
+        Some(Manifest::Squirrel(releases)) => Some(releases),
+        _ => None,
+    })
 }
 
 /// True when `release` is newer than `client` (semver precedence: build metadata does not
@@ -191,7 +176,7 @@ pub fn is_newer(release: &semver::Version, client: &semver::Version) -> bool {
 /// policy when it has one (SPEC §2.5). `body: None` is the `204`.
 pub async fn json_update(app: &App, check: &UpdateCheck) -> Result<Answer, AppError> {
     let policy = policy::of_channel(app, &check.channel).await;
-    let tauri_key = latest_key(&format!("{}.json", check.channel))?;
+    let tauri_key = app.keys.of_channel(&check.channel, ChannelManifest::Tauri);
     if let Some(Manifest::Tauri(tauri)) = manifest(app, &tauri_key, Need::Optional).await? {
         match &policy {
             Some(policy) => {

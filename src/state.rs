@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::access::Access;
 use crate::auth::{AdminTokens, FailureLimiter};
-use crate::cache::ManifestCache;
+use crate::cache::{ManifestCache, ManifestKeys};
 use crate::cdn::Cdn;
 use crate::clock::Clock;
 use crate::config::{Config, Secrets};
@@ -39,6 +39,8 @@ pub struct App {
     pub origins: Arc<Origins>,
     /// Parsed manifests, in front of the origins.
     pub manifests: ManifestCache,
+    /// The keys of the manifests update checks read, composed once.
+    pub keys: ManifestKeys,
     /// `Cache-Control` values of mutable objects and feeds, built once from the config.
     pub cache_policy: CachePolicy,
     /// Prometheus metrics and their registry.
@@ -122,6 +124,7 @@ impl App {
             origins,
             manifests,
             metrics,
+            keys: ManifestKeys::default(),
             last_ready: Mutex::new(None),
             clock,
             probing: AtomicBool::new(false),

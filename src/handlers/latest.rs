@@ -1,9 +1,10 @@
 //! `/latest`, `/latest/{platform}`, `/latest/{platform}/{arch}`: a redirect to the right
 //! installer for the visitor (SPEC §2.2).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 use crate::access::Credentials;
@@ -40,10 +41,9 @@ pub struct LatestQuery {
 pub async fn latest(
     state: State<AppState>,
     query: Query<LatestQuery>,
-    headers: HeaderMap,
-    extensions: Extensions,
+    request: Request,
 ) -> Result<Response, AppError> {
-    redirect(state, None, None, query, headers, extensions).await
+    redirect(state, None, None, query, &request.into_parts().0).await
 }
 
 /// `/latest/{platform}`.
@@ -51,10 +51,9 @@ pub async fn latest_platform(
     state: State<AppState>,
     Path(platform): Path<String>,
     query: Query<LatestQuery>,
-    headers: HeaderMap,
-    extensions: Extensions,
+    request: Request,
 ) -> Result<Response, AppError> {
-    redirect(state, Some(platform), None, query, headers, extensions).await
+    redirect(state, Some(platform), None, query, &request.into_parts().0).await
 }
 
 /// `/latest/{platform}/{arch}`.
@@ -62,18 +61,10 @@ pub async fn latest_platform_arch(
     state: State<AppState>,
     Path((platform, arch)): Path<(String, String)>,
     query: Query<LatestQuery>,
-    headers: HeaderMap,
-    extensions: Extensions,
+    request: Request,
 ) -> Result<Response, AppError> {
-    redirect(
-        state,
-        Some(platform),
-        Some(arch),
-        query,
-        headers,
-        extensions,
-    )
-    .await
+    let parts = request.into_parts().0;
+    redirect(state, Some(platform), Some(arch), query, &parts).await
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -85,25 +76,27 @@ async fn redirect(
     path_platform: Option<String>,
     path_arch: Option<String>,
     Query(query): Query<LatestQuery>,
-    headers: HeaderMap,
-    extensions: Extensions,
+    request: &Parts,
 ) -> Result<Response, AppError> {
+    // The request's parts by reference: extracting `HeaderMap` and `Extensions` would clone
+    // both for every request.
+    let (headers, extensions) = (&request.headers, &request.extensions);
     let hints = Hints {
         path_platform: path_platform.as_deref(),
         path_arch: path_arch.as_deref(),
         query_platform: query.platform.as_deref(),
         query_arch: query.arch.as_deref(),
-        ch_platform: header(&headers, "sec-ch-ua-platform"),
-        ch_arch: header(&headers, "sec-ch-ua-arch"),
-        ch_bitness: header(&headers, "sec-ch-ua-bitness"),
-        user_agent: header(&headers, "user-agent"),
+        ch_platform: header(headers, "sec-ch-ua-platform"),
+        ch_arch: header(headers, "sec-ch-ua-arch"),
+        ch_bitness: header(headers, "sec-ch-ua-bitness"),
+        user_agent: header(headers, "user-agent"),
     };
     let detected = detect(&hints)?;
     let channel = Channel::from_query(query.channel.as_deref())?;
     let private = app
         .access
         .channel(&channel, || {
-            Credentials::from_request(&headers, None, client_ip(&app, &headers, &extensions))
+            Credentials::from_request(headers, None, client_ip(&app, headers, extensions))
                 .or_token(query.token.as_deref())
         })?
         .is_some();
@@ -116,7 +109,7 @@ async fn redirect(
         })?,
         None => detected.platform.default_installer(),
     };
-    let id = || rollout_identity(&app, query.id.as_deref(), &headers, &extensions);
+    let id = || rollout_identity(&app, query.id.as_deref(), headers, extensions);
     let (file, per_client) =
         feeds::latest_installer(&app, &channel, detected.platform, detected.arch, format, id)
             .await?;

@@ -1,9 +1,9 @@
 //! `GET|HEAD /releases/{path}`: artifacts and manifests straight from the store, or from
 //! GitHub Releases when the store cannot answer (SPEC §2.1, §3).
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::Response;
-use http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use crate::config::Downloads;
 use crate::error::AppError;
@@ -30,18 +30,18 @@ const PREFIX: &str = "/releases/";
 /// `store.downloads = "redirect"` as a `302` to the bucket.
 pub async fn get_release(
     State(app): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    extensions: Extensions,
+    request: Request,
 ) -> Result<Response, AppError> {
+    // The parts by reference: extracting `HeaderMap` would clone it for every request.
+    let parts = request.into_parts().0;
+    let (method, headers) = (&parts.method, &parts.headers);
     // The raw path, not axum's decoded capture: we decode exactly once, then validate.
-    let raw = uri.path().strip_prefix(PREFIX).unwrap_or_default();
+    let raw = parts.uri.path().strip_prefix(PREFIX).unwrap_or_default();
     let key = ObjectKey::release_from_url_path(raw)?;
     let private = app
         .access
         .object(&key, || {
-            credentials(&app, &headers, uri.query(), &extensions)
+            credentials(&app, headers, parts.uri.query(), &parts.extensions)
         })
         .await?
         .is_some();
@@ -50,7 +50,7 @@ pub async fn get_release(
         Some(Opened::Object(object)) => object,
         Some(Opened::Redirect(url)) => {
             // The download starts at GitHub; it is counted here, where we see it.
-            count_download(&app, &method, &key, range_from_start(&headers));
+            count_download(&app, method, &key, range_from_start(headers));
             return redirect(&app, &url).map(|r| served(r, "github", ServedKind::Redirect));
         }
     };
@@ -60,18 +60,18 @@ pub async fn get_release(
         ObjectOrigin::External => "github",
         ObjectOrigin::Stale => "stale",
     };
-    if let Some(response) = to_bucket(&app, &method, &headers, &key, &object, private).await? {
-        count_download(&app, &method, &key, range_from_start(&headers));
+    if let Some(response) = to_bucket(&app, method, headers, &key, &object, private).await? {
+        count_download(&app, method, &key, range_from_start(headers));
         return Ok(served(response, "store", ServedKind::Redirect));
     }
-    let guard = (method == Method::GET).then(|| app.metrics.download_guard());
+    let guard = (*method == Method::GET).then(|| app.metrics.download_guard());
     let mut response = ObjectResponse {
         key: &key,
         object,
         policy: &app.cache_policy,
         guard,
     }
-    .respond(&method, &headers)?;
+    .respond(method, headers)?;
     if private {
         let cache_control = match key.kind() {
             KeyKind::Versioned => HeaderValue::from_static(CACHE_CONTROL_PRIVATE_IMMUTABLE),
@@ -81,7 +81,7 @@ pub async fn get_release(
             .headers_mut()
             .insert(header::CACHE_CONTROL, cache_control);
     }
-    count_download(&app, &method, &key, carries_first_byte(&response));
+    count_download(&app, method, &key, carries_first_byte(&response));
     let kind = match key.kind() {
         KeyKind::Versioned => ServedKind::Artifact,
         KeyKind::Mutable | KeyKind::Policy => ServedKind::Manifest,

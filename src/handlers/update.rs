@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::response::Response;
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue, header};
 use ipnet::IpNet;
@@ -122,27 +122,29 @@ pub async fn check(
     State(app): State<AppState>,
     Path((platform, arch, version)): Path<(String, String, String)>,
     Query(query): Query<UpdateQuery>,
-    headers: HeaderMap,
-    extensions: Extensions,
+    request: Request,
 ) -> Result<Response, AppError> {
+    // The parts by reference: extracting `HeaderMap` and `Extensions` would clone both.
+    let parts = request.into_parts().0;
+    let (headers, extensions) = (&parts.headers, &parts.extensions);
     let client = parse_client(&platform, &arch, &version)?;
     let channel = channel(&query)?;
-    admit(&app, &channel, &query, &headers, &extensions)?;
-    if !wants_json(&headers) {
+    admit(&app, &channel, &query, headers, extensions)?;
+    if !wants_json(headers) {
         let file = ChannelFile::for_client(&channel, client.platform, Some(client.arch));
-        let id = || client_id(&app, &query, &headers, &extensions);
-        return channel_file_response(&app, &client, &file, &headers, true, id).await;
+        let id = || client_id(&app, &query, headers, extensions);
+        return channel_file_response(&app, &client, &file, headers, true, id).await;
     }
     let check = UpdateCheck {
         platform: client.platform,
         arch: client.arch,
         version: client.version.clone(),
         channel,
-        client_id: client_id(&app, &query, &headers, &extensions),
+        client_id: client_id(&app, &query, headers, extensions),
     };
     let answer = feeds::json_update(&app, &check).await?;
     count(&app, "json", &check.channel, &client, answer.update);
-    Ok(answered(&app, &headers, answer, JSON, &check.channel))
+    Ok(answered(&app, headers, answer, JSON, &check.channel))
 }
 
 /// `X-Update-Required: true`: the client runs a version below the channel's
@@ -194,13 +196,14 @@ pub async fn feed_file(
     State(app): State<AppState>,
     Path((platform, arch, version, file)): Path<(String, String, String, String)>,
     Query(query): Query<UpdateQuery>,
-    headers: HeaderMap,
-    extensions: Extensions,
+    request: Request,
 ) -> Result<Response, AppError> {
+    let parts = request.into_parts().0;
+    let (headers, extensions) = (&parts.headers, &parts.extensions);
     let client = parse_client(&platform, &arch, &version)?;
     if file == "RELEASES" {
         let channel = channel(&query)?;
-        admit(&app, &channel, &query, &headers, &extensions)?;
+        admit(&app, &channel, &query, headers, extensions)?;
         let Some(found) = feeds::squirrel_releases(&app, &channel).await? else {
             return Err(AppError::NoRelease {
                 message: format!("no RELEASES for channel {channel}"),
@@ -213,7 +216,7 @@ pub async fn feed_file(
                 .squirrel(&channel, found, policy)
                 .await?
                 .answer(&client.version, || {
-                    client_id(&app, &query, &headers, &extensions)
+                    client_id(&app, &query, headers, extensions)
                 }),
             None => Answer {
                 update: found
@@ -229,16 +232,16 @@ pub async fn feed_file(
             },
         };
         count(&app, "squirrel-windows", &channel, &client, answer.update);
-        return Ok(answered(&app, &headers, answer, TEXT, &channel));
+        return Ok(answered(&app, headers, answer, TEXT, &channel));
     }
     let Some(channel_file) = ChannelFile::parse(&file) else {
         return Err(AppError::NotFound(format!(
             "`{file}` is not a channel file (like latest-mac.yml) or RELEASES"
         )));
     };
-    admit(&app, &channel_file.channel, &query, &headers, &extensions)?;
-    let id = || client_id(&app, &query, &headers, &extensions);
-    channel_file_response(&app, &client, &channel_file, &headers, false, id).await
+    admit(&app, &channel_file.channel, &query, headers, extensions)?;
+    let id = || client_id(&app, &query, headers, extensions);
+    channel_file_response(&app, &client, &channel_file, headers, false, id).await
 }
 
 /// The channel file, rendered with absolute URLs, under the channel's policy when it has
