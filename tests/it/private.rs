@@ -167,7 +167,10 @@ fn yaml_url(reply: &Reply) -> String {
 #[tokio::test]
 async fn a_private_channels_feeds_and_latest_need_one_of_its_tokens() {
     let keyring = Keyring::new();
-    let fx = store();
+    let fx = store().file(
+        "releases/latest/RELEASES-beta",
+        "85F4D657F8424DD437D1B33CC4511EA7AD86B1A7 App-2.0.0-beta.1-full.nupkg 600752\n",
+    );
     let router = router_on(&fx, &keyring, &Clock::manual());
     let feed = BETA_FEED;
 
@@ -242,6 +245,25 @@ async fn a_private_channels_feeds_and_latest_need_one_of_its_tokens() {
     )
     .await;
     assert_eq!(releases.status, StatusCode::UNAUTHORIZED);
+    let releases = get(
+        &router,
+        &format!(
+            "/update/win32/x64/1.0.0/RELEASES?channel=beta&token={}",
+            keyring.bob
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(releases.status, 200, "{releases:?}");
+    assert_eq!(releases.header("cache-control"), "private, max-age=300");
+    let line = String::from_utf8_lossy(&releases.body).into_owned();
+    let package = "http://127.0.0.1:8080/releases/v2.0.0-beta.1/App-2.0.0-beta.1-full.nupkg?sig=";
+    assert!(
+        line.starts_with(&format!(
+            "85F4D657F8424DD437D1B33CC4511EA7AD86B1A7 {package}"
+        )) && line.ends_with(" 600752\n"),
+        "{line}"
+    );
 
     // `/latest`: a signed URL, never stored by any cache.
     let latest = get(&router, "/latest/linux/x64?channel=beta", &[]).await;
