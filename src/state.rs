@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::access::Access;
 use crate::auth::{AdminTokens, FailureLimiter};
 use crate::cache::{ManifestCache, ManifestKeys};
 use crate::cdn::Cdn;
@@ -63,6 +64,8 @@ pub struct App {
     /// The CDN in front (`[cdn]`): purged after changes (rollback, policy), and the labels
     /// feed answers carry for it.
     pub cdn: Option<Cdn>,
+    /// Private channels: their tokens, signed URLs, which objects are private (SPEC §2.7).
+    pub access: Access,
 }
 
 impl App {
@@ -107,6 +110,13 @@ impl App {
         let admin_tokens = AdminTokens::new(&secrets.admin_tokens);
         let admin_failures = FailureLimiter::new(clock.clone());
         let manager = origins.store().cloned().map(Manager::new);
+        let access = Access::build(
+            &config,
+            &secrets,
+            origins.clone(),
+            known_versions.clone(),
+            clock.clone(),
+        )?;
         Ok(AppState(Arc::new(App {
             cache_policy,
             config,
@@ -124,6 +134,7 @@ impl App {
             admin_failures,
             manager,
             cdn,
+            access,
         })))
     }
 

@@ -7,8 +7,10 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
+use crate::access::Credentials;
 use crate::error::AppError;
 use crate::feeds;
+use crate::handlers::client_ip;
 use crate::handlers::update::rollout_identity;
 use crate::release::channel::Channel;
 use crate::release::platform::{Format, Hints, detect};
@@ -31,6 +33,8 @@ pub struct LatestQuery {
     format: Option<String>,
     /// A rollout identity (SPEC §2.3), for a staged release.
     id: Option<String>,
+    /// A private channel's token (a download link cannot carry a header).
+    token: Option<String>,
 }
 
 /// `/latest`.
@@ -95,6 +99,13 @@ async fn redirect(
     };
     let detected = detect(&hints)?;
     let channel = Channel::from_query(query.channel.as_deref())?;
+    let private = app
+        .access
+        .channel(&channel, || {
+            Credentials::from_request(headers, None, client_ip(&app, headers, extensions))
+                .or_token(query.token.as_deref())
+        })?
+        .is_some();
     let format = match query.format.as_deref() {
         Some(f) => Format::parse(f).ok_or_else(|| AppError::BadRequest {
             code: "invalid_format",
@@ -108,11 +119,21 @@ async fn redirect(
     let (location, per_client) =
         feeds::latest_installer(&app, &channel, detected.platform, detected.arch, format, id)
             .await?;
-    // A staged release's rollout decided it for this visitor: no cache may hand it on.
-    let cache_control = if detected.from_headers || per_client {
+    // A staged release's rollout decided it for this visitor, or it is a private channel's
+    // (a signed URL, given to a token): no cache may hand it on.
+    let cache_control = if detected.from_headers || per_client || private {
         "no-store"
     } else {
         CACHE_URL_ONLY
+    };
+    let location = if private {
+        let url = location
+            .to_str()
+            .map_err(|e| AppError::Internal(format!("unencodable download URL: {e}")))?;
+        HeaderValue::from_str(&app.access.sign_url(url))
+            .map_err(|e| AppError::Internal(format!("unencodable download URL: {e}")))?
+    } else {
+        location
     };
     let response = (
         StatusCode::FOUND,

@@ -9,6 +9,7 @@ use http::{Extensions, HeaderMap, HeaderName, HeaderValue, header};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::access::Credentials;
 use crate::error::AppError;
 use crate::feeds::{self, Need, UpdateCheck};
 use crate::metrics::{Served, ServedKind};
@@ -30,6 +31,8 @@ const TEXT: &str = "text/plain; charset=utf-8";
 pub struct UpdateQuery {
     channel: Option<String>,
     id: Option<String>,
+    /// A private channel's token, for clients that cannot set `Authorization`.
+    token: Option<String>,
 }
 
 /// The client, as the path describes it.
@@ -59,6 +62,22 @@ fn parse_client(platform: &str, arch: &str, version: &str) -> Result<Client, App
 
 fn channel(query: &UpdateQuery) -> Result<Channel, AppError> {
     Ok(Channel::from_query(query.channel.as_deref())?)
+}
+
+/// Admits the request to `channel`'s feeds: at once for a public channel; for a private one
+/// only with a token of it (SPEC §2.7).
+fn admit(
+    app: &App,
+    channel: &Channel,
+    query: &UpdateQuery,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Result<(), AppError> {
+    app.access.channel(channel, || {
+        Credentials::from_request(headers, None, super::client_ip(app, headers, extensions))
+            .or_token(query.token.as_deref())
+    })?;
+    Ok(())
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
@@ -110,6 +129,7 @@ pub async fn check(
     let (headers, extensions) = (&parts.headers, &parts.extensions);
     let client = parse_client(&platform, &arch, &version)?;
     let channel = channel(&query)?;
+    admit(&app, &channel, &query, headers, extensions)?;
     if !wants_json(headers) {
         let file = ChannelFile::for_client(&channel, client.platform, Some(client.arch));
         let id = || client_id(&app, &query, headers, extensions);
@@ -144,18 +164,19 @@ fn answered(
     content_type: &'static str,
     channel: &Channel,
 ) -> Response {
-    let caching = if answer.per_client {
+    // A private channel's answer: its artifact URLs signed (once per window), and no shared
+    // cache may keep it.
+    let private = app.access.is_private(channel);
+    let caching = if answer.per_client || private {
         FeedCaching::PerClient
     } else {
         FeedCaching::Shared
     };
-    let mut response = feed_response(
-        headers,
-        answer.body,
-        content_type,
-        &app.cache_policy,
-        caching,
-    );
+    let body = match answer.body {
+        Some(body) if private => Some(app.access.sign_body(&body)),
+        body => body,
+    };
+    let mut response = feed_response(headers, body, content_type, &app.cache_policy, caching);
     if answer.per_client {
         response
             .headers_mut()
@@ -182,6 +203,7 @@ pub async fn feed_file(
     let client = parse_client(&platform, &arch, &version)?;
     if file == "RELEASES" {
         let channel = channel(&query)?;
+        admit(&app, &channel, &query, headers, extensions)?;
         let Some(found) = feeds::squirrel_releases(&app, &channel).await? else {
             return Err(AppError::NoRelease {
                 message: format!("no RELEASES for channel {channel}"),
@@ -217,6 +239,7 @@ pub async fn feed_file(
             "`{file}` is not a channel file (like latest-mac.yml) or RELEASES"
         )));
     };
+    admit(&app, &channel_file.channel, &query, headers, extensions)?;
     let id = || client_id(&app, &query, headers, extensions);
     channel_file_response(&app, &client, &channel_file, headers, false, id).await
 }

@@ -151,6 +151,27 @@ impl Fixture {
         std::fs::write(path, content).expect("write fixture");
     }
 
+    /// `version` as `publish` leaves it: each of `files` under `releases/v{version}/` with
+    /// the channel file `channel_file` listing them beside, and, when `current`, that channel
+    /// file in `releases/latest/` too.
+    pub fn release(
+        self,
+        version: &str,
+        channel_file: &str,
+        files: &[(&str, &[u8])],
+        current: bool,
+    ) -> Self {
+        let yml = channel_yml(version, files, None);
+        let mut fx = self.file(&format!("releases/v{version}/{channel_file}"), &yml);
+        for (name, bytes) in files {
+            fx = fx.file(&format!("releases/v{version}/{name}"), bytes);
+        }
+        if current {
+            fx = fx.file(&format!("releases/latest/{channel_file}"), &yml);
+        }
+        fx
+    }
+
     /// A sparse-free large file of `len` pattern bytes.
     pub fn large(self, key: &str, len: usize) -> Self {
         self.file(key, pattern(len))
@@ -443,7 +464,11 @@ impl TestServer {
 
     /// As [`TestServer::start`], with secrets (a fixture's S3 keys).
     pub async fn start_with(config: Config, secrets: Secrets) -> Self {
-        let state = App::build(config, secrets).expect("state");
+        Self::serve(App::build(config, secrets).expect("state")).await
+    }
+
+    /// Serves a state built by the test (on a manual clock, say).
+    pub async fn serve(state: AppState) -> Self {
         let server = Server::bind(state.clone()).await.expect("bind");
         let addr = server.local_addr().expect("addr");
         let metrics_addr = server.metrics_addr();
