@@ -3,7 +3,7 @@
 
     benches/pinned.py                      # every workload, 3 rounds x 10 s (~12 minutes)
     benches/pinned.py --rounds 1 --duration 5 --only yaml latest
-    benches/pinned.py --profile            # also a perf profile of release-edge per workload
+    benches/pinned.py --profile            # also a perf profile of both servers per workload
 
 The server under test (release-edge, or nginx with ONE worker, `sendfile on`,
 `open_file_cache`) runs on CPU 0 (`taskset -c 0`); wrk runs on CPU 1 with one thread. The
@@ -23,7 +23,7 @@ Workloads (release-edge route | nginx equivalent):
   ranges    random 1 MiB ranges of big.bin, 4 connections
   rss       peak RSS while 200 clients download huge.bin (1 GiB)
 
-Writes benches/out/pinned.md (and with --profile benches/out/profiles/*.txt). Binds only
+Writes benches/out/pinned.md (and with --profile benches/out/profiles/{workload}[.nginx].txt). Binds only
 127.0.0.1; every run is bounded in time; the servers are stopped on exit.
 """
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -85,12 +86,14 @@ def wait_up(url: str, limit: float = 20.0) -> None:
     sys.exit(f"not up within {limit}s: {url}")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """(user, kernel) CPU seconds of the processes so far."""
+    user = kernel = 0
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / TICKS
+        user += int(fields[11])  # utime (field 14)
+        kernel += int(fields[12])  # stime (field 15)
+    return user / TICKS, kernel / TICKS
 
 
 def children(pid: int) -> list[int]:
@@ -99,11 +102,14 @@ def children(pid: int) -> list[int]:
 
 
 class Server:
-    def __init__(self, name: str, argv: list[str], env: dict, url: str, probe: str):
+    def __init__(self, name: str, argv: list[str], env: dict, url: str, probe: str, cwd=None):
         self.name, self.url = name, url
+        # Run in the temporary directory: no config file of the checkout is read (an older
+        # binary, measured for comparison, may not know its keys).
         self.proc = subprocess.Popen(
             ["taskset", "-c", SERVER_CPU, *argv],
             env=env,
+            cwd=cwd,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -143,9 +149,11 @@ def wrk(url: str, conns: int, duration: int, script: Path, args: list[str] = (),
 
 def measure(server: Server, path: str, conns: int, duration: int, script: Path, args=(), headers=()):
     pids = server.pids()
-    before = cpu_seconds(pids)
+    user0, kernel0 = cpu_seconds(pids)
     r = wrk(server.url + path, conns, duration, script, args, headers)
-    cpu = cpu_seconds(pids) - before
+    user1, kernel1 = cpu_seconds(pids)
+    user, kernel = user1 - user0, kernel1 - kernel0
+    cpu = user + kernel
     secs = r["duration_us"] / 1e6
     return {
         "rps": r["requests"] / secs,
@@ -155,21 +163,37 @@ def measure(server: Server, path: str, conns: int, duration: int, script: Path, 
         "per_cpu_s": r["requests"] / cpu if cpu else float("inf"),
         "cpu_per_gib": cpu / (r["bytes"] / (1 << 30)) if r["bytes"] else 0.0,
         "requests": r["requests"],
+        # Where a request's CPU goes: the server's own code, and the kernel (syscalls, TCP).
+        "user_us": user / r["requests"] * 1e6 if r["requests"] else 0.0,
+        "kernel_us": kernel / r["requests"] * 1e6 if r["requests"] else 0.0,
     }
 
 
 def profile(server: Server, path: str, conns: int, duration: int, script: Path, args, headers, dest: Path):
+    """A perf profile of the server's processes under the workload: the share of each
+    binary (the kernel, libc, the server) and the hottest symbols."""
     data = dest.with_suffix(".data")
-    rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "-g", "-p", str(server.proc.pid),
+    pids = ",".join(str(p) for p in server.pids())
+    rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-p", pids,
                             "-o", str(data), "--", "sleep", str(duration)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wrk(server.url + path, conns, duration, script, args, headers)
     rec.wait(duration + 30)
-    report = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children",
-                             "--percent-limit", "1", "--sort", "symbol", "-g", "none"],
-                            capture_output=True, text=True).stdout
-    dest.write_text(report)
+    report = lambda *sort: subprocess.run(
+        ["perf", "report", "-i", str(data), "--stdio", "--no-children", "-g", "none",
+         "--percent-limit", "0.7", *sort],
+        capture_output=True, text=True).stdout
+    strip = lambda text: "\n".join(tidy(l) for l in text.splitlines()
+                                   if l.strip() and not l.startswith("#"))
+    dest.write_text(f"{server.name} {path}, {conns} connections, {duration} s\n\n"
+                    f"By binary:\n{strip(report('--sort', 'dso'))}\n\n"
+                    f"By symbol:\n{strip(report('--sort', 'dso,symbol'))}\n")
     data.unlink(missing_ok=True)
+
+
+def tidy(line: str) -> str:
+    """A line of `perf report` without its column padding."""
+    return re.sub(r"\s{2,}", "  ", line).rstrip().removesuffix("  -  -").rstrip()
 
 
 def peak_rss(server: Server, path: str, conns: int, duration: int) -> float:
@@ -286,7 +310,7 @@ http {{
                    RELEASE_EDGE_PUBLIC_URL=f"http://127.0.0.1:{re_port}",
                    RELEASE_EDGE_STORE__ROOT=str(root),
                    RELEASE_EDGE_LOG__LEVEL="warn")
-        re = Server("release-edge", [binary, "serve"], env, f"http://127.0.0.1:{re_port}", "/healthz")
+        re = Server("release-edge", [binary, "serve"], env, f"http://127.0.0.1:{re_port}", "/healthz", cwd=tmp)
         servers.append(re)
         ngx = Server("nginx", ["nginx", "-c", str(tmp / "nginx.conf")], dict(os.environ),
                      f"http://127.0.0.1:{ngx_port}", "/releases/latest/latest-linux.yml")
@@ -326,11 +350,13 @@ http {{
                     results.setdefault((name, server.name), []).append(m)
                     print(f"{name:8} {server.name:12} round {rnd + 1}: "
                           f"{m['rps']:10.0f} req/s {m['mibs']:8.0f} MiB/s p99 {m['p99_ms']:6.2f} ms "
-                          f"cpu {m['cpu']:5.2f} s", flush=True)
+                          f"cpu {m['cpu']:5.2f} s (user {m['user_us']:.1f} us + kernel "
+                          f"{m['kernel_us']:.1f} us per request)", flush=True)
             if opts.profile:
                 prof = OUT / "profiles"
                 prof.mkdir(parents=True, exist_ok=True)
                 profile(re, re_path, conns, opts.duration, script, args, headers, prof / f"{name}.txt")
+                profile(ngx, ngx_path, conns, opts.duration, script, args, [], prof / f"{name}.nginx.txt")
 
         rss = {}
         if "rss" in chosen:
@@ -343,8 +369,9 @@ http {{
             f"{CLIENT_CPU}, nginx 1 worker (sendfile, open_file_cache), release-edge log.level=warn; "
             f"median of {opts.rounds} x {opts.duration} s.",
             "",
-            "| workload | nginx | release-edge | ratio | nginx per CPU-s | release-edge per CPU-s | ratio |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| workload | nginx | release-edge | ratio | nginx per CPU-s | release-edge per CPU-s | ratio "
+            "| CPU per request, user + kernel: nginx | release-edge |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name in chosen:
             if name == "rss":
@@ -357,15 +384,18 @@ http {{
                 ca, cb = med(name, "nginx", "per_cpu_s"), med(name, "release-edge", "per_cpu_s")
                 lines.append(f"| {name} ({conns} conns) | {a:,.0f} req/s, p99 {pa:.2f} ms | "
                              f"{b:,.0f} req/s, p99 {pb:.2f} ms | {b / a:.2f} | {ca:,.0f} req | "
-                             f"{cb:,.0f} req | {cb / ca:.2f} |")
+                             f"{cb:,.0f} req | {cb / ca:.2f} | "
+                             f"{med(name, 'nginx', 'user_us'):.1f} + {med(name, 'nginx', 'kernel_us'):.1f} us | "
+                             f"{med(name, 'release-edge', 'user_us'):.1f} + "
+                             f"{med(name, 'release-edge', 'kernel_us'):.1f} us |")
             else:
                 a, b = med(name, "nginx", "mibs"), med(name, "release-edge", "mibs")
                 ca, cb = med(name, "nginx", "cpu_per_gib"), med(name, "release-edge", "cpu_per_gib")
                 lines.append(f"| {name} ({conns} conns) | {a:,.0f} MiB/s | {b:,.0f} MiB/s | {b / a:.2f} | "
-                             f"{ca:.2f} CPU-s/GiB | {cb:.2f} CPU-s/GiB | {ca / cb:.2f} |")
+                             f"{ca:.2f} CPU-s/GiB | {cb:.2f} CPU-s/GiB | {ca / cb:.2f} | | |")
         if rss:
             lines.append(f"| peak RSS, 200 clients x 1 GiB | {rss['nginx']:.1f} MiB | "
-                         f"{rss['release-edge']:.1f} MiB | | | | |")
+                         f"{rss['release-edge']:.1f} MiB | | | | | | |")
         table = "\n".join(lines) + "\n"
         print()
         print(table)
