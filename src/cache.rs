@@ -34,8 +34,10 @@ use crate::metrics::Metrics;
 use crate::origin::{Found, OriginError, OriginName, Origins};
 use crate::release::electron::{ChannelFile, ElectronManifest};
 use crate::release::policy::ChannelPolicy;
+use crate::release::sparkle::Appcast;
 use crate::release::squirrel::SquirrelReleases;
 use crate::release::tauri::TauriManifest;
+use crate::release::velopack::{self, VelopackFeed};
 use crate::store::ObjectKey;
 use crate::store::key::KeyKind;
 use prometheus::IntCounter;
@@ -59,6 +61,10 @@ pub enum Manifest {
     Tauri(Arc<TauriManifest>),
     /// A Squirrel.Windows `RELEASES` file.
     Squirrel(Arc<SquirrelReleases>),
+    /// A Velopack feed, `releases.{channel}.json`.
+    Velopack(Arc<VelopackFeed>),
+    /// A Sparkle appcast, `appcast.xml` / `appcast-{channel}.xml`.
+    Sparkle(Arc<Appcast>),
     /// A signature (`.sig`), trimmed.
     Signature(Arc<str>),
     /// A channel's release policy (`policy/{channel}.json`), parsed once per version of it.
@@ -87,6 +93,10 @@ impl Manifest {
                     None
                 }
             }
+        } else if velopack::feed_channel(name).is_some() {
+            VelopackFeed::parse(bytes, public_url).map(|m| Manifest::Velopack(Arc::new(m)))
+        } else if name.ends_with(".xml") {
+            Appcast::parse(bytes, public_url).map(|m| Manifest::Sparkle(Arc::new(m)))
         } else if name.ends_with(".json") {
             TauriManifest::parse(bytes, public_url).map(|m| Manifest::Tauri(Arc::new(m)))
         } else if name.starts_with("RELEASES") {

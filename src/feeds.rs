@@ -14,8 +14,10 @@ use crate::release::channel::Channel;
 use crate::release::electron::{ChannelFile, ElectronManifest};
 use crate::release::platform::{Arch, Format, Platform, packager_format};
 use crate::release::policy::Which;
+use crate::release::sparkle::{self, Appcast};
 use crate::release::squirrel::SquirrelReleases;
 use crate::release::tauri::TauriManifest;
+use crate::release::velopack::{self, VelopackFeed};
 use crate::release::{Available, ReleaseFile, choose_file, rollout};
 use crate::response::feed::FeedBody;
 use crate::state::App;
@@ -178,6 +180,113 @@ pub async fn squirrel_releases(
             _ => None,
         },
     )
+}
+
+/// Velopack's feed `releases/latest/releases.{velopack_channel}.json`.
+pub async fn velopack_feed(
+    app: &App,
+    velopack_channel: &str,
+) -> Result<Option<Arc<VelopackFeed>>, AppError> {
+    let name = format!("releases.{velopack_channel}.json");
+    Ok(
+        match manifest(app, &latest_key(&name)?, Need::Required).await? {
+            Some(Manifest::Velopack(feed)) => Some(feed),
+            _ => None,
+        },
+    )
+}
+
+/// Sparkle's appcast of `channel` (`releases/latest/appcast.xml`, `appcast-{channel}.xml`).
+pub async fn sparkle_appcast(
+    app: &App,
+    channel: &Channel,
+) -> Result<Option<Arc<Appcast>>, AppError> {
+    let name = sparkle::file_name(channel);
+    Ok(
+        match manifest(app, &latest_key(&name)?, Need::Required).await? {
+            Some(Manifest::Sparkle(appcast)) => Some(appcast),
+            _ => None,
+        },
+    )
+}
+
+/// A Velopack feed for a client on `client` (`None`: not known), under the policy of the
+/// release-edge channel the Velopack channel belongs to (`win` → `latest`, SPEC §2.6);
+/// `id`: its rollout identity (Velopack's `stagingId` first). Without a policy, the feed as
+/// stored, URLs absolute.
+pub async fn velopack_update(
+    app: &App,
+    velopack_channel: &str,
+    client: Option<&semver::Version>,
+    id: impl FnOnce() -> Option<String>,
+) -> Result<Answer, AppError> {
+    let Some(feed) = velopack_feed(app, velopack_channel).await? else {
+        return Err(AppError::NoRelease {
+            message: format!("no releases.{velopack_channel}.json in the store"),
+            available: Vec::new(),
+        });
+    };
+    let channel = velopack::release_channel(velopack_channel);
+    if let Some(policy) = policy::of_channel(app, &channel).await {
+        let view = app
+            .policies
+            .velopack(velopack_channel, feed, policy)
+            .await?;
+        return Ok(view.answer(client, id));
+    }
+    Ok(Answer {
+        update: match (client, &feed.newest) {
+            (Some(client), Some(newest)) => is_newer(newest, client),
+            _ => false,
+        },
+        body: Some(FeedBody {
+            bytes: feed.rendered.clone(),
+            etag: feed.etag.clone(),
+        }),
+        per_client: false,
+        required: false,
+    })
+}
+
+/// A Sparkle appcast for a client on `client` (`None` on the static feed URL), under the
+/// channel's policy. A signed appcast is always the stored bytes.
+pub async fn sparkle_update(
+    app: &App,
+    channel: &Channel,
+    client: Option<&semver::Version>,
+    id: impl FnOnce() -> Option<String>,
+) -> Result<Answer, AppError> {
+    let Some(appcast) = sparkle_appcast(app, channel).await? else {
+        return Err(AppError::NoRelease {
+            message: format!("no {} in the store", sparkle::file_name(channel)),
+            available: Vec::new(),
+        });
+    };
+    let policy = policy::of_channel(app, channel).await;
+    if !appcast.signed
+        && let Some(policy) = &policy
+    {
+        let view = app
+            .policies
+            .sparkle(channel, appcast, Arc::clone(policy))
+            .await?;
+        return Ok(view.answer(client, id));
+    }
+    let update = match (client, &appcast.newest) {
+        (Some(client), Some(newest)) => is_newer(newest, client),
+        _ => false,
+    };
+    // A signed appcast cannot say so; the header still can.
+    let required = update && policy.is_some_and(|p| client.is_some_and(|c| p.requires_update(c)));
+    Ok(Answer {
+        update,
+        body: Some(FeedBody {
+            bytes: appcast.rendered.clone(),
+            etag: appcast.etag.clone(),
+        }),
+        per_client: false,
+        required,
+    })
 }
 
 /// True when `release` is newer than `client` (semver precedence: build metadata does not
