@@ -94,7 +94,7 @@ impl Manifest {
                 }
             }
         } else if velopack::feed_channel(name).is_some() {
-            VelopackFeed::parse(bytes, public_url).map(|m| Manifest::Velopack(Arc::new(m)))
+            VelopackFeed::parse(bytes).map(|m| Manifest::Velopack(Arc::new(m)))
         } else if name.ends_with(".xml") {
             Appcast::parse(bytes, public_url).map(|m| Manifest::Sparkle(Arc::new(m)))
         } else if name.ends_with(".json") {

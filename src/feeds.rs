@@ -196,6 +196,31 @@ pub async fn velopack_feed(
     )
 }
 
+/// Where Velopack's client downloads a package it found in a feed: it asks for
+/// `{base URL}/{FileName}`, answered with a redirect to this URL,
+/// `{public_url}/releases/v{version}/{FileName}` (the one place its URL is written).
+/// `velopack_channels`: the feeds to look in, first to last (a package name says its channel
+/// only for some channels). `None` when none of them lists it.
+pub async fn velopack_package_url(
+    app: &App,
+    velopack_channels: &[String],
+    file_name: &str,
+) -> Result<Option<String>, AppError> {
+    for channel in velopack_channels {
+        let key = latest_key(&format!("releases.{channel}.json"))?;
+        if let Some(Manifest::Velopack(feed)) = manifest(app, &key, Need::Optional).await?
+            && let Some(version) = feed.package_version(file_name)
+        {
+            return Ok(Some(crate::release::absolute_artifact_url(
+                &app.config.public_url,
+                &version.to_string(),
+                file_name,
+            )));
+        }
+    }
+    Ok(None)
+}
+
 /// Sparkle's appcast of `channel` (`releases/latest/appcast.xml`, `appcast-{channel}.xml`).
 pub async fn sparkle_appcast(
     app: &App,

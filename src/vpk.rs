@@ -242,7 +242,7 @@ pub fn merge(new: &[Value], served: &[Value]) -> Vec<Value> {
             .filter(|old| !new.iter().any(|n| name(n) == name(old)))
             .cloned(),
     );
-    merged.sort_by(|a, b| asset_version(b).cmp(&asset_version(a)));
+    merged.sort_by_key(|a| std::cmp::Reverse(asset_version(a)));
     merged
 }
 

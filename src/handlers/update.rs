@@ -216,6 +216,12 @@ pub async fn feed_file(
         )
         .await;
     }
+    if file.ends_with(".nupkg") {
+        // Squirrel.Windows' RELEASES names absolute URLs: a package asked for here is one a
+        // Velopack client found in the feed beside it.
+        let os = velopack::default_channel(client.platform);
+        return super::velopack::package(&app, &file, &[os]).await;
+    }
     if file == "appcast.xml" {
         if client.platform != Platform::Mac {
             return Err(AppError::NotFound(format!(

@@ -4,8 +4,8 @@
 //! `localVersion`, `id` (the app's id) and `stagingId` (the install's rollout identity).
 
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
-use http::{Extensions, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 use crate::error::AppError;
@@ -13,10 +13,12 @@ use crate::feeds;
 use crate::handlers::update::{answered, count_check, rollout_identity};
 use crate::release::parse_version;
 use crate::release::platform::{Arch, Platform};
-use crate::release::velopack::{feed_channel, release_channel, valid_channel};
+use crate::release::velopack::{self, feed_channel, release_channel, valid_channel};
 use crate::state::{App, AppState};
 
 const JSON: &str = "application/json";
+/// A package's redirect: its name belongs to one version's folder.
+const PACKAGE_CACHING: &str = "public, max-age=86400";
 
 /// What Velopack's clients send; unknown parameters are ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -82,9 +84,12 @@ pub async fn feed(
         });
     }
     let Some(velopack_channel) = feed_channel(&file) else {
-        return Err(AppError::NotFound(format!(
-            "`{file}` is not a Velopack feed (releases.{{channel}}.json)"
-        )));
+        let os = velopack::default_channel(match labels(&query, &base)[0] {
+            "darwin" => Platform::Mac,
+            "win32" => Platform::Windows,
+            _ => Platform::Linux,
+        });
+        return package(&app, &file, &[&base, os, "win", "osx", "linux"]).await;
     };
     let client = match query.local_version.as_deref().filter(|v| !v.is_empty()) {
         Some(text) => Some(parse_version(text).ok_or_else(|| AppError::BadRequest {
@@ -103,6 +108,35 @@ pub async fn feed(
         id,
     )
     .await
+}
+
+/// A package the client found in a feed, downloaded from beside the feed (`{base}/{FileName}`):
+/// a redirect to its folder under `/releases/`, as every other download. The redirect may be
+/// shared: a package name belongs to one version.
+pub(crate) async fn package(
+    app: &App,
+    file: &str,
+    channels: &[&str],
+) -> Result<Response, AppError> {
+    let channels = velopack::package_channels(file, channels);
+    let Some(url) = feeds::velopack_package_url(app, &channels, file).await? else {
+        return Err(AppError::NotFound(format!(
+            "`{file}` is neither a Velopack feed (releases.{{channel}}.json) nor a package one lists"
+        )));
+    };
+    let location = HeaderValue::from_str(&url)
+        .map_err(|e| AppError::Internal(format!("unencodable package URL: {e}")))?;
+    Ok((
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, location),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(PACKAGE_CACHING),
+            ),
+        ],
+    )
+        .into_response())
 }
 
 /// The feed for a client on `client`, counted and mapped to a response.

@@ -12,13 +12,21 @@
 //! every `Delta` above its own version in order (its `UpdateManager`): a chain with a gap
 //! rebuilds the wrong package, so a filtered feed drops the deltas above a gap and the
 //! client takes the full package instead.
+//!
+//! `FileName`s stay plain names: Velopack's Rust `UpdateManager` (and the C++, Node and
+//! Python libraries built on it) saves each package as `{packages dir}/{FileName}`, so an
+//! absolute URL there fails the download ("No such file or directory", seen with velopack
+//! 1.2.161). The client downloads `{base URL}/{FileName}`, and release-edge answers that
+//! with a redirect to `/releases/v{Version}/{FileName}` ([`VelopackFeed::package_version`]).
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use semver::Version;
 use serde_json::{Map, Value};
 
 use super::channel::Channel;
-use super::{absolute_artifact_url, body_etag, parse_version};
+use super::{body_etag, parse_version};
 
 /// The operating-system words of Velopack channel names: `vpk pack`'s default channel is the
 /// OS's short name (`win`, `osx`, `linux`), sometimes with an arch (`win-arm64`).
@@ -60,6 +68,38 @@ pub fn release_channel(velopack_channel: &str) -> Channel {
     Channel::parse(&rest.join("-")).unwrap_or_else(|_| Channel::latest())
 }
 
+/// The Velopack channels whose feeds may list the package `file_name`, first to last: the
+/// channel its name carries (`App-1.2.0-beta-full.nupkg` → `beta`; `vpk` names packages
+/// `{id}-{version}[-{channel}]-{full|delta}.nupkg`), then `others` (the base URL's name, the
+/// client's OS's default channel).
+pub fn package_channels(file_name: &str, others: &[&str]) -> Vec<String> {
+    let mut channels = Vec::new();
+    let stem = file_name
+        .strip_suffix("-full.nupkg")
+        .or_else(|| file_name.strip_suffix("-delta.nupkg"));
+    if let Some((_, last)) = stem.and_then(|s| s.rsplit_once('-'))
+        && valid_channel(last)
+        && !last.starts_with(|c: char| c.is_ascii_digit())
+    {
+        channels.push(last.to_owned());
+    }
+    for other in others {
+        if valid_channel(other) && !channels.iter().any(|c| c == other) {
+            channels.push((*other).to_owned());
+        }
+    }
+    channels
+}
+
+/// The default Velopack channel of a platform (`vpk pack` without `--channel`).
+pub fn default_channel(platform: super::platform::Platform) -> &'static str {
+    match platform {
+        super::platform::Platform::Windows => "win",
+        super::platform::Platform::Mac => "osx",
+        super::platform::Platform::Linux => "linux",
+    }
+}
+
 /// One package of a feed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VelopackAsset {
@@ -75,7 +115,7 @@ pub struct VelopackAsset {
     pub sha1: Option<String>,
     /// `SHA256`, hex.
     pub sha256: Option<String>,
-    /// The asset's JSON object, `FileName` made an absolute URL, every other field as given.
+    /// The asset's JSON object, as given.
     rendered: Value,
 }
 
@@ -86,10 +126,12 @@ pub struct VelopackFeed {
     pub assets: Vec<VelopackAsset>,
     /// The newest full package's version.
     pub newest: Option<Version>,
-    /// The feed with every `FileName` an absolute URL.
+    /// The feed as served (every asset, re-encoded).
     pub rendered: Bytes,
     /// Strong ETag of `rendered`.
     pub etag: String,
+    /// `FileName` → the version whose folder holds it (`releases/v{version}/`).
+    versions_by_file: HashMap<String, Version>,
 }
 
 /// A field of a JSON object by name, case-insensitively (as Velopack's client reads them).
@@ -123,9 +165,9 @@ pub fn empty_feed() -> Bytes {
 }
 
 impl VelopackFeed {
-    /// Parses a feed; relative `FileName`s become `{public_url}/releases/v{Version}/{name}`.
-    /// `None` when it is not a feed (no `Assets` list, or an asset without `FileName`).
-    pub fn parse(bytes: &[u8], public_url: &str) -> Option<Self> {
+    /// Parses a feed. `None` when it is not a feed (no `Assets` list, or an asset without
+    /// `FileName`).
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
         let doc: Value = serde_json::from_slice(bytes).ok()?;
         let list = field(doc.as_object()?, "Assets")?.as_array()?;
         let mut assets = Vec::with_capacity(list.len());
@@ -134,22 +176,7 @@ impl VelopackFeed {
             let file_name = text_field(object, "FileName")?;
             let version = text_field(object, "Version").and_then(|v| parse_version(&v));
             let delta = text_field(object, "Type").is_some_and(|t| t.eq_ignore_ascii_case("delta"));
-            let mut rendered = object.clone();
-            if let Some(version) = &version {
-                let key = object
-                    .keys()
-                    .find(|k| k.eq_ignore_ascii_case("FileName"))
-                    .cloned()
-                    .unwrap_or_else(|| "FileName".into());
-                rendered.insert(
-                    key,
-                    Value::from(absolute_artifact_url(
-                        public_url,
-                        &version.to_string(),
-                        &file_name,
-                    )),
-                );
-            }
+            let rendered = Value::Object(object.clone());
             assets.push(VelopackAsset {
                 version,
                 delta,
@@ -157,7 +184,7 @@ impl VelopackFeed {
                 sha1: text_field(object, "SHA1"),
                 sha256: text_field(object, "SHA256"),
                 file_name,
-                rendered: Value::Object(rendered),
+                rendered,
             });
         }
         let newest = assets
@@ -166,12 +193,23 @@ impl VelopackFeed {
             .filter_map(|a| a.version.clone())
             .max_by(|a, b| a.cmp_precedence(b));
         let rendered = feed_bytes(assets.iter());
+        let versions_by_file = assets
+            .iter()
+            .filter_map(|a| Some((a.file_name.clone(), a.version.clone()?)))
+            .collect();
         Some(Self {
             newest,
+            versions_by_file,
             etag: body_etag(&rendered),
             rendered,
             assets,
         })
+    }
+
+    /// The version of the package `file_name` (whose folder, `releases/v{version}/`, holds
+    /// it), when the feed lists it.
+    pub fn package_version(&self, file_name: &str) -> Option<&Version> {
+        self.versions_by_file.get(file_name)
     }
 
     /// The versions of the full packages, newest first.
@@ -246,6 +284,27 @@ mod tests {
     }
 
     #[test]
+    fn packages_name_their_channel() {
+        assert_eq!(
+            package_channels("App-1.2.0-linux-full.nupkg", &["latest", "win"]),
+            ["linux", "latest", "win"]
+        );
+        assert_eq!(package_channels("App-1.2.0-delta.nupkg", &["win"]), ["win"]);
+        assert_eq!(
+            package_channels("App-1.2.0-beta.1-full.nupkg", &["win"]),
+            ["win"]
+        );
+        assert_eq!(
+            package_channels("App-1.2.0-beta-full.nupkg", &["beta"]),
+            ["beta"]
+        );
+        assert_eq!(
+            package_channels("App.AppImage", &["linux", "bad/"]),
+            ["linux"]
+        );
+    }
+
+    #[test]
     fn channels() {
         assert_eq!(feed_channel("releases.win.json"), Some("win"));
         assert_eq!(feed_channel("releases.beta-osx.json"), Some("beta-osx"));
@@ -268,9 +327,9 @@ mod tests {
     }
 
     #[test]
-    fn renders_absolute_urls_and_keeps_every_field() {
+    fn keeps_every_field_and_knows_each_package_s_folder() {
         let text = feed(&[("1.0.0", "Full"), ("1.1.0", "Delta"), ("1.1.0", "Full")]);
-        let f = VelopackFeed::parse(text.as_bytes(), "https://dl.example.com").unwrap();
+        let f = VelopackFeed::parse(text.as_bytes()).unwrap();
         assert_eq!(f.newest, Some(Version::new(1, 1, 0)));
         assert_eq!(
             f.full_versions(),
@@ -278,10 +337,12 @@ mod tests {
         );
         let doc: Value = serde_json::from_slice(&f.rendered).unwrap();
         let first = &doc["Assets"][1];
+        assert_eq!(first["FileName"], "App-1.1.0-delta.nupkg");
         assert_eq!(
-            first["FileName"],
-            "https://dl.example.com/releases/v1.1.0/App-1.1.0-delta.nupkg"
+            f.package_version("App-1.1.0-delta.nupkg"),
+            Some(&Version::new(1, 1, 0))
         );
+        assert_eq!(f.package_version("App-9.9.9-full.nupkg"), None);
         for key in [
             "PackageId",
             "Version",
@@ -297,10 +358,10 @@ mod tests {
         assert_eq!(first["Size"], 10);
         assert_eq!(f.assets[1].sha256.as_deref(), Some("b".repeat(64).as_str()));
         assert!(f.assets[1].delta && !f.assets[0].delta);
-        // Keys in another case, an absolute URL kept, a non-semver version left alone.
+        // Keys in another case, an absolute URL, a non-semver version: kept as they are.
         let odd = r#"{"assets":[{"version":"2.0.0","type":"full","filename":"https://cdn.example.com/A.nupkg"},
                                 {"Version":"banana","Type":"Full","FileName":"B.nupkg"}]}"#;
-        let f = VelopackFeed::parse(odd.as_bytes(), "http://x").unwrap();
+        let f = VelopackFeed::parse(odd.as_bytes()).unwrap();
         let doc: Value = serde_json::from_slice(&f.rendered).unwrap();
         assert_eq!(
             doc["Assets"][0]["filename"],
@@ -308,9 +369,9 @@ mod tests {
         );
         assert_eq!(doc["Assets"][1]["FileName"], "B.nupkg");
         assert_eq!(f.newest, Some(Version::new(2, 0, 0)));
-        assert!(VelopackFeed::parse(b"{}", "http://x").is_none());
-        assert!(VelopackFeed::parse(br#"{"Assets":[{"Version":"1.0.0"}]}"#, "http://x").is_none());
-        assert_eq!(names(&Bytes::from(empty_feed())), Vec::<String>::new());
+        assert!(VelopackFeed::parse(b"{}").is_none());
+        assert!(VelopackFeed::parse(br#"{"Assets":[{"Version":"1.0.0"}]}"#).is_none());
+        assert_eq!(names(&empty_feed()), Vec::<String>::new());
     }
 
     #[test]
@@ -324,7 +385,7 @@ mod tests {
             ("1.1.0", "Full"),
             ("1.0.0", "Full"),
         ]);
-        let f = VelopackFeed::parse(text.as_bytes(), "http://x").unwrap();
+        let f = VelopackFeed::parse(text.as_bytes()).unwrap();
         let v = |s: &str| Version::parse(s).unwrap();
         // Halted 1.3.0: up to 1.2.0, its chain whole.
         assert_eq!(

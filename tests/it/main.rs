@@ -22,3 +22,4 @@ mod support;
 mod tauri;
 mod tcp;
 mod tls;
+mod velopack;
