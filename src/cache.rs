@@ -37,7 +37,7 @@ use crate::release::policy::ChannelPolicy;
 use crate::release::sparkle::Appcast;
 use crate::release::squirrel::SquirrelReleases;
 use crate::release::tauri::TauriManifest;
-use crate::release::velopack::{self, VelopackFeed};
+use crate::release::velopack::{self, VelopackFeed, VelopackInstallers};
 use crate::store::ObjectKey;
 use crate::store::key::KeyKind;
 use prometheus::IntCounter;
@@ -63,6 +63,8 @@ pub enum Manifest {
     Squirrel(Arc<SquirrelReleases>),
     /// A Velopack feed, `releases.{channel}.json`.
     Velopack(Arc<VelopackFeed>),
+    /// A Velopack version's installers, `assets.{channel}.json`.
+    VelopackInstallers(Arc<VelopackInstallers>),
     /// A Sparkle appcast, `appcast.xml` / `appcast-{channel}.xml`.
     Sparkle(Arc<Appcast>),
     /// A signature (`.sig`), trimmed.
@@ -95,6 +97,8 @@ impl Manifest {
             }
         } else if velopack::feed_channel(name).is_some() {
             VelopackFeed::parse(bytes).map(|m| Manifest::Velopack(Arc::new(m)))
+        } else if velopack::assets_channel(name).is_some() {
+            VelopackInstallers::parse(bytes).map(|m| Manifest::VelopackInstallers(Arc::new(m)))
         } else if name.ends_with(".xml") {
             Appcast::parse(bytes, public_url).map(|m| Manifest::Sparkle(Arc::new(m)))
         } else if name.ends_with(".json") {

@@ -187,13 +187,27 @@ pub async fn velopack_feed(
     app: &App,
     velopack_channel: &str,
 ) -> Result<Option<Arc<VelopackFeed>>, AppError> {
+    velopack_feed_by(app, velopack_channel, Need::Required).await
+}
+
+/// Velopack's feed of `velopack_channel`, as a probe among candidates ([`Need::Optional`]).
+async fn velopack_feed_if_any(
+    app: &App,
+    velopack_channel: &str,
+) -> Result<Option<Arc<VelopackFeed>>, AppError> {
+    velopack_feed_by(app, velopack_channel, Need::Optional).await
+}
+
+async fn velopack_feed_by(
+    app: &App,
+    velopack_channel: &str,
+    need: Need,
+) -> Result<Option<Arc<VelopackFeed>>, AppError> {
     let name = format!("releases.{velopack_channel}.json");
-    Ok(
-        match manifest(app, &latest_key(&name)?, Need::Required).await? {
-            Some(Manifest::Velopack(feed)) => Some(feed),
-            _ => None,
-        },
-    )
+    Ok(match manifest(app, &latest_key(&name)?, need).await? {
+        Some(Manifest::Velopack(feed)) => Some(feed),
+        _ => None,
+    })
 }
 
 /// Where Velopack's client downloads a package it found in a feed: it asks for
@@ -207,8 +221,7 @@ pub async fn velopack_package_url(
     file_name: &str,
 ) -> Result<Option<String>, AppError> {
     for channel in velopack_channels {
-        let key = latest_key(&format!("releases.{channel}.json"))?;
-        if let Some(Manifest::Velopack(feed)) = manifest(app, &key, Need::Optional).await?
+        if let Some(feed) = velopack_feed_if_any(app, channel).await?
             && let Some(version) = feed.package_version(file_name)
         {
             return Ok(Some(crate::release::absolute_artifact_url(
@@ -586,15 +599,22 @@ pub async fn latest_installer(
     platform: Platform,
     arch: Option<Arch>,
     format: Format,
-    id: impl FnOnce() -> Option<String>,
+    id: impl Fn() -> Option<String>,
 ) -> Result<(ReleaseFile, bool), AppError> {
-    let found = resolve_channel_file(app, channel, platform, arch, Need::Required).await?;
+    let found = match resolve_channel_file(app, channel, platform, arch, Need::Required).await {
+        Ok(found) => found,
+        // The channel file's origin failed: a Velopack or Sparkle release may still answer.
+        Err(err) => match updater_installer(app, channel, platform, arch, format, &id).await? {
+            Some(found) => return Ok(found),
+            None => return Err(err),
+        },
+    };
     let mut per_client = false;
     if let Some((file, release)) = found {
         let chosen = match policy::of_channel(app, channel).await {
             Some(policy) => {
                 let view = app.policies.electron(app, &file, release, policy).await?;
-                let (chosen, decided) = view.latest(format, arch, id);
+                let (chosen, decided) = view.latest(format, arch, &id);
                 per_client = decided;
                 chosen.cloned()
             }
@@ -604,11 +624,116 @@ pub async fn latest_installer(
             return Ok((file, per_client));
         }
     }
+    if let Some(found) = updater_installer(app, channel, platform, arch, format, id).await? {
+        return Ok(found);
+    }
     let arch_text = arch.map_or("any arch", Arch::as_str);
     Err(AppError::NoRelease {
         message: format!("no {format} for {platform}/{arch_text} in channel {channel}"),
         available: available_installers(app, channel).await?,
     })
+}
+
+/// The installer of a channel served by an updater family without electron-builder's
+/// channel file (SPEC §2.6), under the channel's policy: a Sparkle appcast's enclosure
+/// (`.dmg`, or the `.zip` with `?format=zip`), else a Velopack release's installer from its
+/// `assets.{channel}.json` (`-Setup.exe`, `-Setup.pkg`, `.AppImage`, `-Portable.zip`; on
+/// macOS the `.pkg` when no `.dmg` was asked for by name). The flag: a rollout decided it.
+async fn updater_installer(
+    app: &App,
+    channel: &Channel,
+    platform: Platform,
+    arch: Option<Arch>,
+    format: Format,
+    id: impl Fn() -> Option<String>,
+) -> Result<Option<(ReleaseFile, bool)>, AppError> {
+    let policy = policy::of_channel(app, channel).await;
+    let fits = |name: &str, wanted: Format| {
+        Format::from_file_name(name) == Some(wanted)
+            && Arch::from_file_name(name)
+                .is_none_or(|named| arch.is_none_or(|a| a == named || named == Arch::Universal))
+    };
+    let release_file = |name: String, url: String, format: Format| ReleaseFile {
+        platform,
+        arch: Arch::from_file_name(&name).or(arch).unwrap_or(Arch::X64),
+        arch_named: Arch::from_file_name(&name).is_some(),
+        format: Some(format),
+        size: None,
+        sha512: None,
+        name,
+        url,
+    };
+    if platform == Platform::Mac
+        && let Some(Manifest::Sparkle(appcast)) = manifest(
+            app,
+            &latest_key(&sparkle::file_name(channel))?,
+            Need::Optional,
+        )
+        .await?
+    {
+        let (version, per_client) = match &policy {
+            Some(policy) if !appcast.signed => app
+                .policies
+                .sparkle(channel, Arc::clone(&appcast), Arc::clone(policy))
+                .await?
+                .latest(&id),
+            _ => (appcast.newest.clone(), false),
+        };
+        let enclosure = appcast
+            .items
+            .iter()
+            .filter(|item| item.version.is_some() && item.version == version)
+            .filter_map(|item| item.enclosure.as_ref())
+            .find(|e| fits(&sparkle::url_file_name(&e.url), format));
+        if let Some(enclosure) = enclosure {
+            let name = sparkle::url_file_name(&enclosure.url);
+            return Ok(Some((
+                release_file(name, enclosure.url.clone(), format),
+                per_client,
+            )));
+        }
+    }
+    let wanted = match (platform, format) {
+        (Platform::Mac, Format::Dmg) => [Format::Dmg, Format::Pkg],
+        (_, format) => [format, format],
+    };
+    for velopack_channel in velopack::feed_channels(channel, platform) {
+        let Some(feed) = velopack_feed_if_any(app, &velopack_channel).await? else {
+            continue;
+        };
+        let (version, per_client) = match &policy {
+            Some(policy) => app
+                .policies
+                .velopack(&velopack_channel, Arc::clone(&feed), Arc::clone(policy))
+                .await?
+                .latest(&id),
+            None => (feed.newest.clone(), false),
+        };
+        let Some(version) = version else {
+            continue;
+        };
+        let Ok(key) = ObjectKey::from_trusted(format!(
+            "releases/v{version}/assets.{velopack_channel}.json"
+        )) else {
+            continue;
+        };
+        let Some(Manifest::VelopackInstallers(installers)) =
+            manifest(app, &key, Need::Optional).await?
+        else {
+            continue;
+        };
+        for wanted in wanted {
+            if let Some(name) = installers.files.iter().find(|name| fits(name, wanted)) {
+                let url = crate::release::absolute_artifact_url(
+                    &app.config.public_url,
+                    &version.to_string(),
+                    name,
+                );
+                return Ok(Some((release_file(name.clone(), url, wanted), per_client)));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Every installer of a channel, across platforms, for a 404 that says what there is.

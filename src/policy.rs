@@ -888,6 +888,13 @@ struct TwoBodies {
 }
 
 impl TwoBodies {
+    /// The version a visitor of `/latest` (no version of its own) is offered, and whether a
+    /// rollout decided it for that visitor.
+    fn offered_to_new_user(&self, id: impl FnOnce() -> Option<String>) -> (Option<Version>, bool) {
+        let (_, newest, decision) = self.answer(None, id);
+        (newest.cloned(), decision.per_client)
+    }
+
     /// What a client on `client` (`None`: not known, a new user) gets: the body, the
     /// version it ends at, and the decision.
     fn answer(
@@ -949,6 +956,12 @@ impl VelopackView {
             },
             nothing: FeedBody::new(velopack::empty_feed()),
         }
+    }
+
+    /// The version whose installer `/latest` gives a visitor (`id`: its rollout identity),
+    /// and whether a rollout decided it for that visitor.
+    pub fn latest(&self, id: impl FnOnce() -> Option<String>) -> (Option<Version>, bool) {
+        self.bodies.offered_to_new_user(id)
     }
 
     /// The feed for a client on `client` (`None`: its version is not known).
@@ -1024,6 +1037,12 @@ impl SparkleView {
                 below_current: FeedBody::new(below_current),
             },
         }
+    }
+
+    /// The version whose `.dmg` `/latest` gives a visitor (`id`: its rollout identity), and
+    /// whether a rollout decided it for that visitor.
+    pub fn latest(&self, id: impl FnOnce() -> Option<String>) -> (Option<Version>, bool) {
+        self.bodies.offered_to_new_user(id)
     }
 
     /// The appcast for a client on `client` (`None` on the static feed URL: Sparkle sends no

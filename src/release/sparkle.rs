@@ -331,7 +331,7 @@ impl ItemBuilder {
 }
 
 /// The name of a URL's last path segment, decoded (`https://x/a/App%201.zip?x` → `App 1.zip`).
-fn url_file_name(url: &str) -> String {
+pub fn url_file_name(url: &str) -> String {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let last = path.rsplit('/').next().unwrap_or(path);
     percent_decode_str(last).decode_utf8_lossy().into_owned()

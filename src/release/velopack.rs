@@ -80,6 +80,8 @@ pub fn package_channels(file_name: &str, others: &[&str]) -> Vec<String> {
     if let Some((_, last)) = stem.and_then(|s| s.rsplit_once('-'))
         && valid_channel(last)
         && !last.starts_with(|c: char| c.is_ascii_digit())
+        // `beta.1` in `App-1.2.0-beta.1-full.nupkg` is the version's pre-release.
+        && !last.contains('.')
     {
         channels.push(last.to_owned());
     }
@@ -97,6 +99,55 @@ pub fn default_channel(platform: super::platform::Platform) -> &'static str {
         super::platform::Platform::Windows => "win",
         super::platform::Platform::Mac => "osx",
         super::platform::Platform::Linux => "linux",
+    }
+}
+
+/// The Velopack channel of an installer list, `assets.{channel}.json` (`vpk pack` writes it
+/// beside the feed; `publish` keeps it in the version's folder).
+pub fn assets_channel(file_name: &str) -> Option<&str> {
+    let channel = file_name.strip_prefix("assets.")?.strip_suffix(".json")?;
+    valid_channel(channel).then_some(channel)
+}
+
+/// The Velopack feeds (by channel) that may serve release-edge's `channel` to `platform`,
+/// first to last: `vpk pack`'s default channel (`win`, `osx`, `linux`) for `latest`;
+/// `{os}-{channel}` then `{channel}` for another.
+pub fn feed_channels(channel: &Channel, platform: super::platform::Platform) -> Vec<String> {
+    let os = default_channel(platform);
+    if channel.is_latest() {
+        vec![os.to_owned()]
+    } else {
+        vec![format!("{os}-{channel}"), channel.to_string()]
+    }
+}
+
+/// The installers of one version, from its `assets.{channel}.json` (`[{"RelativeFileName",
+/// "Type"}]`, `Type` `Installer` or `Portable`): the files `/latest` may send a visitor to.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VelopackInstallers {
+    /// The installers' file names, as listed (plain names only).
+    pub files: Vec<String>,
+}
+
+impl VelopackInstallers {
+    /// Parses an installer list; `None` when it is not one (not a JSON list).
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let doc: Value = serde_json::from_slice(bytes).ok()?;
+        let files = doc
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_object)
+            .filter(|asset| {
+                text_field(asset, "Type").is_some_and(|t| {
+                    t.eq_ignore_ascii_case("Installer") || t.eq_ignore_ascii_case("Portable")
+                })
+            })
+            .filter_map(|asset| text_field(asset, "RelativeFileName"))
+            .filter(|name| {
+                !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.')
+            })
+            .collect();
+        Some(Self { files })
     }
 }
 
@@ -281,6 +332,29 @@ mod tests {
                     .to_owned()
             })
             .collect()
+    }
+
+    #[test]
+    fn installer_lists_and_the_feeds_of_a_channel() {
+        assert_eq!(assets_channel("assets.win.json"), Some("win"));
+        assert_eq!(assets_channel("releases.win.json"), None);
+        let list = br#"[{"RelativeFileName":"App-win-Setup.exe","Type":"Installer"},
+                        {"RelativeFileName":"App-win-Portable.zip","Type":"portable"},
+                        {"RelativeFileName":"App-1.0.0-win-full.nupkg","Type":"Full"},
+                        {"RelativeFileName":"../x.exe","Type":"Installer"},
+                        {"Type":"Installer"}]"#;
+        assert_eq!(
+            VelopackInstallers::parse(list).unwrap().files,
+            ["App-win-Setup.exe", "App-win-Portable.zip"]
+        );
+        assert!(VelopackInstallers::parse(b"{}").is_none());
+        use super::super::platform::Platform;
+        assert_eq!(feed_channels(&Channel::latest(), Platform::Mac), ["osx"]);
+        let beta = Channel::parse("beta").unwrap();
+        assert_eq!(
+            feed_channels(&beta, Platform::Windows),
+            ["win-beta", "beta"]
+        );
     }
 
     #[test]

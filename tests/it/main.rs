@@ -18,6 +18,7 @@ mod prometheus;
 mod publish;
 mod releases;
 mod s3;
+mod sparkle;
 mod support;
 mod tauri;
 mod tcp;

@@ -629,3 +629,24 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A router on `fx`'s store with the admin API on, and the `Authorization` value of its one
+/// token (made at run time).
+pub fn admin_router(fx: &Fixture) -> (axum::Router, String) {
+    let token = format!("{:032x}", fastrand::u128(..));
+    let secrets = Secrets {
+        admin_tokens: release_edge::config::AdminToken::parse_list(&format!("alice:{token}")),
+        ..fx.secrets()
+    };
+    let state = App::build(fx.config.clone(), secrets).expect("state");
+    (release_edge::app(state), format!("Bearer {token}"))
+}
+
+/// The entry named `name` (by `key`) of the JSON list `list`.
+pub fn entry<'a>(list: &'a serde_json::Value, key: &str, name: &str) -> &'a serde_json::Value {
+    list.as_array()
+        .unwrap_or_else(|| panic!("a list: {list}"))
+        .iter()
+        .find(|e| e[key] == name)
+        .unwrap_or_else(|| panic!("no {key} {name} in {list}"))
+}

@@ -23,7 +23,7 @@ use release_edge::release::rollout::in_rollout;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use crate::support::{Fixture, TestServer, get, on_free_port, repo_root};
+use crate::support::{Fixture, TestServer, admin_router, entry, get, on_free_port, repo_root};
 
 /// The longest a client step may take.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -517,4 +517,56 @@ async fn publish_refuses_a_vpk_folder_whose_feed_does_not_match_its_packages() {
             "{field}"
         );
     }
+}
+
+#[tokio::test]
+async fn latest_and_the_admin_api_know_velopack_releases() {
+    let (fx, server) = published().await;
+    let (router, auth) = admin_router(&fx);
+    let base = &fx.config.public_url;
+    let reply = get(&router, "/latest/linux", &[]).await;
+    assert_eq!(
+        reply.status,
+        302,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(
+        reply.header("location"),
+        format!("{base}/releases/v1.2.0/App.AppImage")
+    );
+    // The installer is the one `publish` stored for that version.
+    let installer = get(&router, "/releases/v1.2.0/App.AppImage", &[]).await;
+    assert_eq!(installer.body, "AppImage 1.2.0");
+
+    let releases = get(&router, "/admin/releases", &[("authorization", &auth)]).await;
+    assert_eq!(releases.status, 200);
+    let body = releases.json();
+    let latest = entry(&body["channels"], "channel", "latest");
+    assert_eq!(
+        latest["serves"],
+        serde_json::json!({"releases.linux.json": "1.2.0"})
+    );
+    assert_eq!(latest["current"], "1.2.0");
+    assert_eq!(latest["previous"], "1.1.0");
+    assert_eq!(
+        latest["versions"],
+        serde_json::json!(["1.0.0", "1.1.0", "1.2.0"])
+    );
+    assert_eq!(body["channels"].as_array().expect("channels").len(), 1);
+    let v12 = entry(&body["versions"], "version", "1.2.0");
+    assert_eq!(v12["files"]["linux"], serde_json::json!(["App.AppImage"]));
+
+    // Halted: a new visitor gets 1.1.0's installer.
+    set_policy(
+        &fx,
+        &server,
+        serde_json::json!({"rollout": {"halted": true}}),
+    );
+    let router = fx.router();
+    let reply = get(&router, "/latest/linux", &[]).await;
+    assert_eq!(
+        reply.header("location"),
+        format!("{base}/releases/v1.1.0/App.AppImage")
+    );
 }

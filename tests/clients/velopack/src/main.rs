@@ -7,6 +7,8 @@
 //! applies deltas). Prints one JSON object, `{"update": UpdateInfo | null}`, the update as
 //! the client read it from the feed; any failure exits 1 with the client's error.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,7 +28,10 @@ fn run(root: PathBuf, base_url: &str, download: bool) -> Result<serde_json::Valu
     };
     let manager = UpdateManager::new(HttpSource::new(base_url), None, Some(config))
         .map_err(|e| format!("UpdateManager: {e}"))?;
-    let info = match manager.check_for_updates().map_err(|e| format!("check: {e}"))? {
+    let info = match manager
+        .check_for_updates()
+        .map_err(|e| format!("check: {e}"))?
+    {
         UpdateCheck::UpdateAvailable(info) => Some(*info),
         UpdateCheck::NoUpdateAvailable | UpdateCheck::RemoteIsEmpty => None,
     };
