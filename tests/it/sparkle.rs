@@ -5,7 +5,7 @@
 //! server's parser); the channel's policy; a signed appcast byte for byte; `/latest` and
 //! `GET /admin/releases` on a Sparkle-only store. No Sparkle client runs on Linux.
 
-use crate::support::{Fixture, Reply, admin_router, entry, get};
+use crate::support::{Fixture, Reply, admin_releases, admin_router, entry, get};
 
 const APPCAST: &str = include_str!("../fixtures/sparkle/appcast.xml");
 const SIGNED: &str = include_str!("../fixtures/sparkle/appcast-signed.xml");
@@ -335,9 +335,7 @@ async fn latest_and_the_admin_api_know_sparkle_releases() {
     let zip = get(&router, "/latest/mac?format=zip", &[]).await;
     assert_eq!(zip.status, 404);
 
-    let releases = get(&router, "/admin/releases", &[("authorization", &auth)]).await;
-    assert_eq!(releases.status, 200);
-    let body = releases.json();
+    let body = admin_releases(&router, &auth).await;
     let latest = entry(&body["channels"], "channel", "latest");
     assert_eq!(
         latest["serves"],

@@ -650,3 +650,15 @@ pub fn entry<'a>(list: &'a serde_json::Value, key: &str, name: &str) -> &'a serd
         .find(|e| e[key] == name)
         .unwrap_or_else(|| panic!("no {key} {name} in {list}"))
 }
+
+/// `GET /admin/releases` with `auth`, which must answer `200`: its JSON body.
+pub async fn admin_releases(router: &axum::Router, auth: &str) -> serde_json::Value {
+    let reply = get(router, "/admin/releases", &[("authorization", auth)]).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()
+}

@@ -23,7 +23,9 @@ use release_edge::release::rollout::in_rollout;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use crate::support::{Fixture, TestServer, admin_router, entry, get, on_free_port, repo_root};
+use crate::support::{
+    Fixture, TestServer, admin_releases, admin_router, entry, get, on_free_port, repo_root,
+};
 
 /// The longest a client step may take.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -539,9 +541,7 @@ async fn latest_and_the_admin_api_know_velopack_releases() {
     let installer = get(&router, "/releases/v1.2.0/App.AppImage", &[]).await;
     assert_eq!(installer.body, "AppImage 1.2.0");
 
-    let releases = get(&router, "/admin/releases", &[("authorization", &auth)]).await;
-    assert_eq!(releases.status, 200);
-    let body = releases.json();
+    let body = admin_releases(&router, &auth).await;
     let latest = entry(&body["channels"], "channel", "latest");
     assert_eq!(
         latest["serves"],
