@@ -319,6 +319,9 @@ struct ItemBuilder {
     critical_spans: Vec<Range<usize>>,
     legacy_critical: bool,
     notes_spans: Vec<Range<usize>>,
+    /// `sparkle:releaseNotesLink` / `fullReleaseNotesLink`: the raw content's span and the
+    /// URL it holds.
+    notes_links: Vec<(Range<usize>, String)>,
 }
 
 impl ItemBuilder {
@@ -454,6 +457,13 @@ impl Appcast {
                             || name == "sparkle:fullReleaseNotesLink"
                         {
                             builder.notes_spans.push(whole.clone());
+                        }
+                        if name == "sparkle:releaseNotesLink"
+                            || name == "sparkle:fullReleaseNotesLink"
+                        {
+                            builder
+                                .notes_links
+                                .push((content_start..before, content.trim().to_owned()));
                         }
                         builder.texts.push((name, content, whole));
                     } else if depth == 2
@@ -652,6 +662,18 @@ fn finish(builder: ItemBuilder, close_at: usize, end: usize, public_url: &str) -
         .iter()
         .map(|tag| rewrite(tag, &mut edits))
         .collect();
+    // A relative release-notes link (`generate_appcast` puts `{archive}.html` beside the
+    // archive) would resolve against the feed URL too: it goes beside the archive, under
+    // `/releases/v{version}/`. An absolute one is a web page, left as it is.
+    if let Some(version) = &version {
+        for (span, url) in &builder.notes_links {
+            if !url.contains("://") && !url.starts_with('/') && !url.is_empty() {
+                let absolute =
+                    absolute_artifact_url(public_url, &version.to_string(), &url_file_name(url));
+                edits.push((span.clone(), escape_attribute(&absolute)));
+            }
+        }
+    }
     let critical = builder.critical.clone().or_else(|| {
         builder
             .legacy_critical
@@ -815,6 +837,10 @@ mod tests {
     fn rendering_changes_only_urls_and_parses_back_the_same() {
         let appcast = Appcast::parse(APPCAST.as_bytes(), URL).unwrap();
         let text = std::str::from_utf8(&appcast.rendered).unwrap();
+        // A relative release-notes link goes beside the archive.
+        assert!(text.contains(
+            "<sparkle:releaseNotesLink>https://dl.example.com/releases/v1.3.0/1.3.0.html</sparkle:releaseNotesLink>"
+        ), "{text}");
         // Everything else byte for byte: comments, CDATA, the declaration.
         assert!(text.starts_with("<?xml version=\"1.0\" standalone=\"yes\"?>\n<rss"));
         assert!(text.contains("<!-- Written in the shape of Sparkle's generate_appcast output"));
@@ -895,7 +921,7 @@ mod tests {
         assert!(
             std::str::from_utf8(&body)
                 .unwrap()
-                .contains("notes/1.3.0.html")
+                .contains("https://dl.example.com/releases/v1.3.0/1.3.0.html</sparkle:")
         );
     }
 

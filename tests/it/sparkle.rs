@@ -200,6 +200,13 @@ async fn sparkle_reads_every_item_with_urls_under_releases() {
         },
     ];
     assert_eq!(got, want);
+    // A relative release-notes link goes beside the archive (Sparkle would resolve it against
+    // the feed URL).
+    let notes = format!(
+        "<sparkle:releaseNotesLink>{}</sparkle:releaseNotesLink>",
+        url("1.3.0", "1.3.0.html")
+    );
+    assert!(String::from_utf8_lossy(&reply.body).contains(&notes));
 
     // The enclosure and the delta are ordinary /releases/ downloads.
     for (path, bytes) in [
