@@ -1,37 +1,75 @@
-//! Admin API authentication (SPEC §2.4): bearer tokens compared in constant time, and the
+//! Bearer-token authentication (SPEC §2.4, §2.7): tokens compared in constant time, and the
 //! slowdown of addresses that keep presenting wrong ones. No HTTP here: the admin layer in
-//! `handlers::admin` asks these two.
+//! `handlers::admin` and the private channels (`crate::access`) ask these two.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::clock::Clock;
 use crate::config::AdminToken;
 
-/// The admin tokens, held as SHA-256 digests with their holders' names.
+/// Bearer tokens held as SHA-256 digests, each with what it stands for (`L`: its holder's
+/// name, a channel and a name, ...). The comparison the admin API and the private channels
+/// share.
+pub struct TokenDigests<L> {
+    tokens: Vec<(L, [u8; 32])>,
+}
+
+impl<L> TokenDigests<L> {
+    /// From `(label, token)` pairs.
+    pub fn new<'a>(tokens: impl IntoIterator<Item = (L, &'a SecretString)>) -> Self {
+        Self {
+            tokens: tokens
+                .into_iter()
+                .map(|(label, token)| {
+                    (
+                        label,
+                        Sha256::digest(token.expose_secret().as_bytes()).into(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// True when there is no token.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Every label of `presented` (one token may be listed several times, for several
+    /// channels). Every token is compared, in constant time, over digests of equal length:
+    /// how long this takes says nothing about how much of a token was right, nor about the
+    /// tokens' lengths.
+    pub fn labels_of(&self, presented: &str) -> impl Iterator<Item = &L> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let matches: Vec<bool> = self
+            .tokens
+            .iter()
+            .map(|(_, token)| bool::from(token.ct_eq(&digest)))
+            .collect();
+        self.tokens
+            .iter()
+            .zip(matches)
+            .filter_map(|((label, _), matched)| matched.then_some(label))
+    }
+}
+
+/// The admin tokens, with their holders' names.
 pub struct AdminTokens {
-    tokens: Vec<(String, [u8; 32])>,
+    tokens: TokenDigests<String>,
 }
 
 impl AdminTokens {
     /// From the secrets.
     pub fn new(tokens: &[AdminToken]) -> Self {
         Self {
-            tokens: tokens
-                .iter()
-                .map(|t| {
-                    (
-                        t.name.clone(),
-                        Sha256::digest(t.token.expose_secret().as_bytes()).into(),
-                    )
-                })
-                .collect(),
+            tokens: TokenDigests::new(tokens.iter().map(|t| (t.name.clone(), &t.token))),
         }
     }
 
@@ -40,18 +78,10 @@ impl AdminTokens {
         self.tokens.is_empty()
     }
 
-    /// The name of the holder of `presented`, if it is a token. Every token is compared, in
-    /// constant time, over digests of equal length: how long this takes says nothing about
-    /// how much of a token was right, nor about the tokens' lengths.
+    /// The name of the holder of `presented`, if it is a token (compared in constant time,
+    /// see [`TokenDigests::labels_of`]).
     pub fn holder(&self, presented: &str) -> Option<&str> {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let mut found = None;
-        for (name, token) in &self.tokens {
-            if bool::from(token.ct_eq(&digest)) {
-                found = Some(name.as_str());
-            }
-        }
-        found
+        self.tokens.labels_of(presented).next().map(String::as_str)
     }
 }
 
@@ -152,7 +182,6 @@ impl FailureLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::SecretString;
 
     fn tokens(list: &[(&str, &str)]) -> AdminTokens {
         AdminTokens::new(

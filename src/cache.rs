@@ -20,9 +20,11 @@
 //! - A channel's release policy (`policy/{channel}.json`) is held here too; a channel
 //!   without one holds the default policy, fresh and revalidated like a found manifest.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -32,6 +34,7 @@ use crate::clock::Clock;
 use crate::config::CacheConfig;
 use crate::metrics::Metrics;
 use crate::origin::{Found, OriginError, OriginName, Origins};
+use crate::release::channel::Channel;
 use crate::release::electron::{ChannelFile, ElectronManifest};
 use crate::release::policy::ChannelPolicy;
 use crate::release::sparkle::Appcast;
@@ -39,7 +42,7 @@ use crate::release::squirrel::SquirrelReleases;
 use crate::release::tauri::TauriManifest;
 use crate::release::velopack::{self, VelopackFeed, VelopackInstallers};
 use crate::store::ObjectKey;
-use crate::store::key::KeyKind;
+use crate::store::key::{KeyHasher, KeyKind};
 use prometheus::IntCounter;
 
 /// Total weight (about the bytes held) of the cache.
@@ -212,7 +215,7 @@ pub struct ManifestCache {
 }
 
 struct Inner {
-    entries: Cache<ObjectKey, Arc<Entry>>,
+    entries: Cache<ObjectKey, Arc<Entry>, KeyHasher>,
     origins: Arc<Origins>,
     public_url: String,
     ttl: Duration,
@@ -251,7 +254,7 @@ impl ManifestCache {
                 found: config.manifest_ttl.saturating_add(config.stale_if_error),
                 negative: missing_ttl.saturating_add(config.stale_if_error),
             })
-            .build();
+            .build_with_hasher(KeyHasher::default());
         Self {
             inner: Arc::new(Inner {
                 entries,
@@ -466,4 +469,72 @@ impl Inner {
         };
         Ok(Cached::from_found(found))
     }
+}
+
+/// Which manifest of a channel a key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChannelManifest {
+    /// `releases/latest/{channel}.json`: Tauri's static manifest.
+    Tauri,
+    /// `releases/latest/RELEASES` (`latest`) or `RELEASES-{channel}`: Squirrel.Windows.
+    Squirrel,
+    /// `policy/{channel}.json`: the channel's release policy.
+    Policy,
+    /// `releases/latest/appcast.xml` (`latest`) or `appcast-{channel}.xml`: Sparkle.
+    Sparkle,
+}
+
+/// Most keys remembered per kind: channel names come from requests, so the memory is
+/// bounded; past it, keys are composed per request.
+const MAX_REMEMBERED_KEYS: usize = 4096;
+
+/// The keys of the manifests update checks ask for, composed once: a check costs a map
+/// lookup instead of formatting and validating a path.
+#[derive(Default)]
+pub struct ManifestKeys {
+    channel_files: RwLock<HashMap<ChannelFile, ObjectKey>>,
+    channels: RwLock<HashMap<(Channel, ChannelManifest), ObjectKey>>,
+}
+
+impl ManifestKeys {
+    /// `releases/latest/{file}`.
+    pub fn channel_file(&self, file: &ChannelFile) -> ObjectKey {
+        remembered(&self.channel_files, file, || latest_key(&file.file_name()))
+    }
+
+    /// The key of one of `channel`'s manifests.
+    pub fn of_channel(&self, channel: &Channel, which: ChannelManifest) -> ObjectKey {
+        remembered(&self.channels, &(channel.clone(), which), || match which {
+            ChannelManifest::Tauri => latest_key(&format!("{channel}.json")),
+            ChannelManifest::Squirrel if channel.is_latest() => latest_key("RELEASES"),
+            ChannelManifest::Squirrel => latest_key(&format!("RELEASES-{channel}")),
+            ChannelManifest::Policy => ObjectKey::policy(channel),
+            ChannelManifest::Sparkle => latest_key(&crate::release::sparkle::file_name(channel)),
+        })
+    }
+}
+
+fn remembered<K: Hash + Eq + Clone>(
+    map: &RwLock<HashMap<K, ObjectKey>>,
+    key: &K,
+    make: impl FnOnce() -> ObjectKey,
+) -> ObjectKey {
+    if let Ok(known) = map.read()
+        && let Some(found) = known.get(key)
+    {
+        return found.clone();
+    }
+    let made = make();
+    if let Ok(mut known) = map.write()
+        && known.len() < MAX_REMEMBERED_KEYS
+    {
+        known.insert(key.clone(), made.clone());
+    }
+    made
+}
+
+/// `releases/latest/{name}`, for a name the server composed from a validated channel (a
+/// channel name and a fixed suffix cannot make an invalid key).
+fn latest_key(name: &str) -> ObjectKey {
+    ObjectKey::latest(name)
 }

@@ -51,6 +51,8 @@ pub struct Config {
     pub cdn: Option<CdnConfig>,
     /// HTTPS on `listen` (optional; plain HTTP without it).
     pub tls: Option<TlsConfig>,
+    /// Private channels and signed download URLs (SPEC §2.7).
+    pub access: AccessConfig,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             cost: CostConfig::default(),
             cdn: None,
             tls: None,
+            access: AccessConfig::default(),
         }
     }
 }
@@ -123,6 +126,24 @@ pub struct StoreConfig {
     /// How long the circuit stays open before one request probes the store again. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub circuit_open_for: Duration,
+    /// Who carries the bytes of `releases/v*/` artifacts: release-edge (`proxy`, the
+    /// default) or the bucket, through a `302` to a presigned URL (`redirect`, S3 only).
+    pub downloads: Downloads,
+    /// s3 with `downloads = "redirect"`: how long a presigned URL stays valid at least (it is
+    /// made once per quarter of this and reused, so it lives up to 1.25 times this).
+    /// Default 15 min.
+    #[serde(with = "humantime_serde")]
+    pub presign_ttl: Duration,
+}
+
+/// `store.downloads`: who carries an artifact's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Downloads {
+    /// release-edge streams them from the store.
+    Proxy,
+    /// `302` to a presigned URL of the bucket, which serves them (and their ranges).
+    Redirect,
 }
 
 impl Default for StoreConfig {
@@ -141,6 +162,32 @@ impl Default for StoreConfig {
             max_attempts: 3,
             circuit_failures: 5,
             circuit_open_for: Duration::from_secs(30),
+            downloads: Downloads::Proxy,
+            presign_ttl: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// `[access]`: private channels (SPEC §2.7). Their tokens and the URL signing keys are
+/// secrets: they come from the environment ([`Secrets`]), never from here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// Channels whose feeds, `/latest` and artifacts need a token
+    /// (`RELEASE_EDGE_ACCESS_TOKENS`) or, for artifacts, a signed URL. Default: none.
+    pub private_channels: Vec<String>,
+    /// How long an artifact URL signed into a private channel's feed stays valid at least:
+    /// long enough for a slow download to be resumed. Expiries are rounded up to an eighth of
+    /// this, so a URL lives up to 1.125 times this. Default 6 h.
+    #[serde(with = "humantime_serde")]
+    pub url_ttl: Duration,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            private_channels: Vec::new(),
+            url_ttl: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -483,6 +530,26 @@ fn default_tls_reload() -> Duration {
     Duration::from_secs(10)
 }
 
+impl AccessConfig {
+    /// Channel names valid (duplicates dropped), the URL lifetime sane.
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid { key, message };
+        for name in &self.private_channels {
+            crate::release::channel::Channel::parse(name)
+                .map_err(|e| invalid("access.private_channels", e.to_string()))?;
+        }
+        self.private_channels.sort();
+        self.private_channels.dedup();
+        if !(Duration::from_secs(60)..=Duration::from_secs(30 * 86_400)).contains(&self.url_ttl) {
+            return Err(invalid(
+                "access.url_ttl",
+                "must be between 1m and 30d".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Secrets: read from the environment only, never from the file, never printed.
 #[derive(Default)]
 pub struct Secrets {
@@ -504,6 +571,12 @@ pub struct Secrets {
     /// AWS credentials for CloudFront given explicitly (tests with a local stand-in).
     /// `None`, always, from the environment: CloudFront then uses the standard AWS chain.
     pub cdn_aws_credentials: Option<aws_sdk_s3::config::Credentials>,
+    /// `RELEASE_EDGE_ACCESS_TOKENS`: the private channels' tokens, comma-separated
+    /// `channel:name:token` entries (checked, and refused when malformed, by `crate::access`).
+    pub access_tokens: Option<SecretString>,
+    /// `RELEASE_EDGE_URL_SIGNING_KEY`: comma-separated HMAC keys for the signed download URLs
+    /// of private channels; the first signs, any verifies (rotation).
+    pub url_signing_key: Option<SecretString>,
 }
 
 /// One admin token and the name the audit trail gives its holder.
@@ -566,6 +639,8 @@ impl Secrets {
             fastly_api_token: secret("FASTLY_API_TOKEN"),
             cdn_webhook_token: secret("RELEASE_EDGE_CDN_WEBHOOK_TOKEN"),
             cdn_aws_credentials: None,
+            access_tokens: secret("RELEASE_EDGE_ACCESS_TOKENS"),
+            url_signing_key: secret("RELEASE_EDGE_URL_SIGNING_KEY"),
         }
     }
 }
@@ -597,6 +672,14 @@ impl fmt::Debug for Secrets {
             .field(
                 "cdn_webhook_token",
                 &format_args!("{}", set(self.cdn_webhook_token.is_some())),
+            )
+            .field(
+                "access_tokens",
+                &format_args!("{}", set(self.access_tokens.is_some())),
+            )
+            .field(
+                "url_signing_key",
+                &format_args!("{}", set(self.url_signing_key.is_some())),
             )
             .finish()
     }
@@ -640,11 +723,12 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         // Secrets share the prefix but are not config keys (see `Secrets`).
-        figment.merge(
-            Env::prefixed(ENV_PREFIX)
-                .split("__")
-                .ignore(&["admin_tokens", "cdn_webhook_token"]),
-        )
+        figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&[
+            "admin_tokens",
+            "cdn_webhook_token",
+            "access_tokens",
+            "url_signing_key",
+        ]))
     }
 
     /// Extracts and validates.
@@ -763,6 +847,18 @@ impl Config {
         if let Some(cdn) = &self.cdn {
             cdn.validate()?;
         }
+        if self.store.downloads == Downloads::Redirect && self.store.kind != StoreKind::S3 {
+            return Err(invalid(
+                "store.downloads",
+                "\"redirect\" needs store.kind = \"s3\" (a presigned URL is a bucket's); the filesystem store streams its files itself",
+            ));
+        }
+        if !(Duration::from_secs(10)..=Duration::from_secs(24 * 3600))
+            .contains(&self.store.presign_ttl)
+        {
+            return Err(invalid("store.presign_ttl", "must be between 10s and 24h"));
+        }
+        self.access.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", "not a tracing filter directive"));
         }
@@ -893,6 +989,24 @@ mod tests {
                     "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nreload_interval = \"0s\"\n",
                     "tls.reload_interval",
                 ),
+                (
+                    "[access]\nprivate_channels = [\"Beta\"]\n",
+                    "access.private_channels",
+                ),
+                ("[access]\nurl_ttl = \"5s\"\n", "access.url_ttl"),
+                ("[access]\nprivate = [\"beta\"]\n", "private"),
+                (
+                    "[store]\nroot = \"store\"\ndownloads = \"redirect\"\n",
+                    "store.downloads",
+                ),
+                (
+                    "[store]\nroot = \"store\"\ndownloads = \"cdn\"\n",
+                    "downloads",
+                ),
+                (
+                    "[store]\nroot = \"store\"\npresign_ttl = \"2d\"\n",
+                    "store.presign_ttl",
+                ),
             ];
             for (toml, key) in cases {
                 // Top-level keys come first in TOML, so the store section goes last.
@@ -955,6 +1069,34 @@ mod tests {
             ]
         );
         assert!(AdminToken::parse_list("").is_empty());
+    }
+
+    #[test]
+    fn private_channels_from_the_file_and_their_secrets_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_dir("store")?;
+            jail.set_env(
+                "RELEASE_EDGE_ACCESS_TOKENS",
+                "beta:alice:t0k3n-of-alice-0001",
+            );
+            jail.set_env("RELEASE_EDGE_URL_SIGNING_KEY", "k".repeat(32));
+            jail.set_env("RELEASE_EDGE_ACCESS__URL_TTL", "2h");
+            let config = load(
+                jail,
+                "[access]\nprivate_channels = [\"beta\", \"acme\", \"beta\"]\n[store]\nroot = \"store\"\n",
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!(config.access.private_channels, ["acme", "beta"]);
+            assert_eq!(config.access.url_ttl, Duration::from_secs(7200));
+            assert_eq!(config.store.downloads, Downloads::Proxy);
+            let rendered = config.to_toml();
+            assert!(!rendered.contains("t0k3n"), "{rendered}");
+            let secrets = format!("{:?}", Secrets::from_env());
+            assert!(secrets.contains("access_tokens: <set>"), "{secrets}");
+            assert!(secrets.contains("url_signing_key: <set>"), "{secrets}");
+            assert!(!secrets.contains("t0k3n") && !secrets.contains("kkkk"));
+            Ok(())
+        });
     }
 
     #[test]

@@ -69,7 +69,18 @@ pub enum AppError {
     /// The admin API with a token that is not one.
     #[error("{0}")]
     Forbidden(String),
-    /// An address that presented wrong admin tokens must wait.
+    /// A private channel's feed or object (SPEC §2.7) without a credential (`401`) or with
+    /// one not accepted (`403`: a wrong token, a bad or expired signature); `code` names why.
+    #[error("{message}")]
+    Access {
+        /// 401 or 403.
+        status: StatusCode,
+        /// Machine-readable code (`token_required`, `invalid_token`, `signature_expired`, ...).
+        code: &'static str,
+        /// What to do.
+        message: String,
+    },
+    /// An address that presented wrong tokens (admin or access) must wait.
     #[error("too many wrong tokens from this address; retry in {} s", retry_after.as_secs().max(1))]
     TooManyAttempts {
         /// How long.
@@ -109,6 +120,7 @@ impl AppError {
             AppError::Origin(ref err) => origin_status(err),
             AppError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            AppError::Access { status, code, .. } => (status, code),
             AppError::TooManyAttempts { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
             }
@@ -279,6 +291,12 @@ impl IntoResponse for AppError {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"release-edge admin\""),
+                );
+            }
+            AppError::Access { status, .. } if *status == StatusCode::UNAUTHORIZED => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"release-edge\""),
                 );
             }
             AppError::TooManyAttempts { retry_after } => {

@@ -4,9 +4,10 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
+use http::HeaderValue;
 use serde::Serialize;
 
-use crate::cache::Manifest;
+use crate::cache::{ChannelManifest, Manifest};
 use crate::error::AppError;
 use crate::origin::Found;
 use crate::policy::{self, Answer};
@@ -22,9 +23,6 @@ use crate::release::{Available, ReleaseFile, choose_file, rollout};
 use crate::response::feed::FeedBody;
 use crate::state::App;
 use crate::store::ObjectKey;
-
-/// Where the channel files currently served live (SPEC §1).
-const LATEST_DIR: &str = "releases/latest";
 
 /// An update check, as the client described itself.
 #[derive(Debug, Clone)]
@@ -86,12 +84,6 @@ fn json_answer(update: Option<&UpdateJson>, per_client: bool) -> Result<Answer, 
     })
 }
 
-/// The key of `releases/latest/{name}`.
-fn latest_key(name: &str) -> Result<ObjectKey, AppError> {
-    ObjectKey::from_trusted(format!("{LATEST_DIR}/{name}"))
-        .map_err(|e| AppError::Internal(format!("bad manifest key {name}: {e}")))
-}
-
 /// Whether an answer can do without a manifest (SPEC §3: a fallback never makes an answer
 /// worse).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +115,7 @@ pub async fn channel_file(
     need: Need,
 ) -> Result<Option<Arc<ElectronManifest>>, AppError> {
     Ok(
-        match manifest(app, &latest_key(&file.file_name())?, need).await? {
+        match manifest(app, &app.keys.channel_file(file), need).await? {
             Some(Manifest::Electron(release)) => Some(release),
             _ => None,
         },
@@ -169,17 +161,11 @@ pub async fn squirrel_releases(
     app: &App,
     channel: &Channel,
 ) -> Result<Option<Arc<SquirrelReleases>>, AppError> {
-    let name = if channel.is_latest() {
-        "RELEASES".to_owned()
-    } else {
-        format!("RELEASES-{channel}")
-    };
-    Ok(
-        match manifest(app, &latest_key(&name)?, Need::Required).await? {
-            Some(Manifest::Squirrel(releases)) => Some(releases),
-            _ => None,
-        },
-    )
+    let key = app.keys.of_channel(channel, ChannelManifest::Squirrel);
+    Ok(match manifest(app, &key, Need::Required).await? {
+        Some(Manifest::Squirrel(releases)) => Some(releases),
+        _ => None,
+    })
 }
 
 /// Velopack's feed `releases/latest/releases.{velopack_channel}.json`.
@@ -198,6 +184,13 @@ async fn velopack_feed_if_any(
     velopack_feed_by(app, velopack_channel, Need::Optional).await
 }
 
+/// `releases/latest/{name}` for a name composed from a request's Velopack channel (checked:
+/// its characters are limited, not its shape).
+fn latest_key(name: &str) -> Result<ObjectKey, AppError> {
+    ObjectKey::from_trusted(format!("releases/latest/{name}"))
+        .map_err(|e| AppError::Internal(format!("bad manifest key {name}: {e}")))
+}
+
 async fn velopack_feed_by(
     app: &App,
     velopack_channel: &str,
@@ -214,21 +207,23 @@ async fn velopack_feed_by(
 /// `{base URL}/{FileName}`, answered with a redirect to this URL,
 /// `{public_url}/releases/v{version}/{FileName}` (the one place its URL is written).
 /// `velopack_channels`: the feeds to look in, first to last (a package name says its channel
-/// only for some channels). `None` when none of them lists it.
+/// only for some channels). With the URL, the Velopack channel whose feed lists it; `None`
+/// when none of them does.
 pub async fn velopack_package_url(
     app: &App,
     velopack_channels: &[String],
     file_name: &str,
-) -> Result<Option<String>, AppError> {
+) -> Result<Option<(String, String)>, AppError> {
     for channel in velopack_channels {
         if let Some(feed) = velopack_feed_if_any(app, channel).await?
             && let Some(version) = feed.package_version(file_name)
         {
-            return Ok(Some(crate::release::absolute_artifact_url(
+            let url = crate::release::absolute_artifact_url(
                 &app.config.public_url,
                 &version.to_string(),
                 file_name,
-            )));
+            );
+            return Ok(Some((url, channel.clone())));
         }
     }
     Ok(None)
@@ -239,13 +234,11 @@ pub async fn sparkle_appcast(
     app: &App,
     channel: &Channel,
 ) -> Result<Option<Arc<Appcast>>, AppError> {
-    let name = sparkle::file_name(channel);
-    Ok(
-        match manifest(app, &latest_key(&name)?, Need::Required).await? {
-            Some(Manifest::Sparkle(appcast)) => Some(appcast),
-            _ => None,
-        },
-    )
+    let key = app.keys.of_channel(channel, ChannelManifest::Sparkle);
+    Ok(match manifest(app, &key, Need::Required).await? {
+        Some(Manifest::Sparkle(appcast)) => Some(appcast),
+        _ => None,
+    })
 }
 
 /// A Velopack feed for a client on `client` (`None`: not known), under the policy of the
@@ -338,7 +331,7 @@ pub fn is_newer(release: &semver::Version, client: &semver::Version) -> bool {
 /// policy when it has one (SPEC §2.5). `body: None` is the `204`.
 pub async fn json_update(app: &App, check: &UpdateCheck) -> Result<Answer, AppError> {
     let policy = policy::of_channel(app, &check.channel).await;
-    let tauri_key = latest_key(&format!("{}.json", check.channel))?;
+    let tauri_key = app.keys.of_channel(&check.channel, ChannelManifest::Tauri);
     if let Some(Manifest::Tauri(tauri)) = manifest(app, &tauri_key, Need::Optional).await? {
         match &policy {
             Some(policy) => {
@@ -589,10 +582,10 @@ async fn signature_of(
     })
 }
 
-/// The installer for a visitor of `/latest` (SPEC §2.2), under the channel's policy (a
-/// halted or staged release is not every new user's, a yanked one nobody's). The flag: a
-/// rollout decided it for this visitor (`id` gives its identity), so no shared cache may
-/// keep the answer.
+/// Where the installer for a visitor of `/latest` is (SPEC §2.2), as a `Location`, under the
+/// channel's policy (a halted or staged release is not every new user's, a yanked one
+/// nobody's). The flag: a rollout decided it for this visitor (`id` gives its identity), so
+/// no shared cache may keep the answer.
 pub async fn latest_installer(
     app: &App,
     channel: &Channel,
@@ -600,7 +593,7 @@ pub async fn latest_installer(
     arch: Option<Arch>,
     format: Format,
     id: impl Fn() -> Option<String>,
-) -> Result<(ReleaseFile, bool), AppError> {
+) -> Result<(HeaderValue, bool), AppError> {
     let found = match resolve_channel_file(app, channel, platform, arch, Need::Required).await {
         Ok(found) => found,
         // The channel file's origin failed: a Velopack or Sparkle release may still answer.
@@ -616,15 +609,15 @@ pub async fn latest_installer(
                 let view = app.policies.electron(app, &file, release, policy).await?;
                 let (chosen, decided) = view.latest(format, arch, &id);
                 per_client = decided;
-                chosen.cloned()
+                chosen.map(location)
             }
-            None => choose_file(&release.files, format, arch).cloned(),
+            None => choose_file(&release.files, format, arch).map(location),
         };
-        if let Some(file) = chosen {
-            return Ok((file, per_client));
+        if let Some(location) = chosen {
+            return Ok((location?, per_client));
         }
     }
-    if let Some(found) = updater_installer(app, channel, platform, arch, format, id).await? {
+    if let Some(found) = updater_installer(app, channel, platform, arch, format, &id).await? {
         return Ok(found);
     }
     let arch_text = arch.map_or("any arch", Arch::as_str);
@@ -646,27 +639,21 @@ async fn updater_installer(
     arch: Option<Arch>,
     format: Format,
     id: impl Fn() -> Option<String>,
-) -> Result<Option<(ReleaseFile, bool)>, AppError> {
+) -> Result<Option<(HeaderValue, bool)>, AppError> {
     let policy = policy::of_channel(app, channel).await;
     let fits = |name: &str, wanted: Format| {
         Format::from_file_name(name) == Some(wanted)
             && Arch::from_file_name(name)
                 .is_none_or(|named| arch.is_none_or(|a| a == named || named == Arch::Universal))
     };
-    let release_file = |name: String, url: String, format: Format| ReleaseFile {
-        platform,
-        arch: Arch::from_file_name(&name).or(arch).unwrap_or(Arch::X64),
-        arch_named: Arch::from_file_name(&name).is_some(),
-        format: Some(format),
-        size: None,
-        sha512: None,
-        name,
-        url,
+    let location = |url: &str| {
+        HeaderValue::from_str(url)
+            .map_err(|e| AppError::Internal(format!("unencodable download URL: {e}")))
     };
     if platform == Platform::Mac
         && let Some(Manifest::Sparkle(appcast)) = manifest(
             app,
-            &latest_key(&sparkle::file_name(channel))?,
+            &app.keys.of_channel(channel, ChannelManifest::Sparkle),
             Need::Optional,
         )
         .await?
@@ -686,11 +673,7 @@ async fn updater_installer(
             .filter_map(|item| item.enclosure.as_ref())
             .find(|e| fits(&sparkle::url_file_name(&e.url), format));
         if let Some(enclosure) = enclosure {
-            let name = sparkle::url_file_name(&enclosure.url);
-            return Ok(Some((
-                release_file(name, enclosure.url.clone(), format),
-                per_client,
-            )));
+            return Ok(Some((location(&enclosure.url)?, per_client)));
         }
     }
     let wanted = match (platform, format) {
@@ -729,11 +712,17 @@ async fn updater_installer(
                     &version.to_string(),
                     name,
                 );
-                return Ok(Some((release_file(name.clone(), url, wanted), per_client)));
+                return Ok(Some((location(&url)?, per_client)));
             }
         }
     }
     Ok(None)
+}
+
+/// A file's URL as a `Location` header.
+fn location(file: &ReleaseFile) -> Result<HeaderValue, AppError> {
+    HeaderValue::from_str(&file.url)
+        .map_err(|e| AppError::Internal(format!("unencodable download URL: {e}")))
 }
 
 /// Every installer of a channel, across platforms, for a 404 that says what there is.

@@ -2,6 +2,7 @@
 //! serving artifacts, update feeds and download links.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod auth;
 pub mod cache;
 pub mod cdn;
@@ -23,6 +24,7 @@ pub mod release;
 pub mod response;
 pub mod router;
 pub mod server;
+pub mod signing;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -98,7 +98,10 @@ where
             method = %req.method(),
             route,
             request_id = id.to_str().unwrap_or("-"),
-            uri = %req.uri(),
+            uri = %Redacted(req.uri()),
+            // Who a private channel let in (`channel:name` of a token, or `signed-url`),
+            // recorded by `crate::access`: the log names the holder, never the token.
+            access = tracing::field::Empty,
         );
         let limit = app.config.server.request_timeout;
         let inner = &mut self.inner;
@@ -138,6 +141,33 @@ where
 }
 
 const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// Query parameters whose values are credentials (a private channel's `token`, a signed
+/// URL's `sig`): never written to a log.
+const SECRET_PARAMS: [&str; 2] = ["token", "sig"];
+
+/// A URI as the log shows it: the values of [`SECRET_PARAMS`] replaced by `REDACTED`. A
+/// query without them is written as it is, with no allocation.
+struct Redacted<'a>(&'a http::Uri);
+
+impl std::fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(query) = self.0.query() else {
+            return std::fmt::Display::fmt(self.0, f);
+        };
+        f.write_str(self.0.path())?;
+        for (i, pair) in query.split('&').enumerate() {
+            f.write_str(if i == 0 { "?" } else { "&" })?;
+            match pair.split_once('=') {
+                Some((name, _)) if SECRET_PARAMS.contains(&name) => {
+                    write!(f, "{name}=REDACTED")?;
+                }
+                _ => f.write_str(pair)?,
+            }
+        }
+        Ok(())
+    }
+}
 
 /// 128 random bits as hex: as unique as a UUID v4, without a `getrandom` system call or an
 /// allocation for formatting per request.
@@ -231,5 +261,32 @@ impl http_body::Body for CountingBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_a_query_are_never_logged() {
+        for (uri, shown) in [
+            ("/releases/v1/a.exe", "/releases/v1/a.exe"),
+            (
+                "/latest?channel=beta&token=s3cret",
+                "/latest?channel=beta&token=REDACTED",
+            ),
+            (
+                "/releases/v1/a.exe?sig=1.AbC&x=1&token",
+                "/releases/v1/a.exe?sig=REDACTED&x=1&token",
+            ),
+            (
+                "/update/linux/x64/1.0.0?noCache=1",
+                "/update/linux/x64/1.0.0?noCache=1",
+            ),
+        ] {
+            let uri: http::Uri = uri.parse().unwrap();
+            assert_eq!(Redacted(&uri).to_string(), shown);
+        }
     }
 }

@@ -26,7 +26,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use semver::Version;
 use serde_norway::Value;
 
-use crate::cache::Manifest;
+use crate::cache::{ChannelManifest, Manifest};
 use crate::error::AppError;
 use crate::origin::Found;
 use crate::release::channel::Channel;
@@ -51,7 +51,8 @@ const WALK_LIMIT: usize = 64;
 /// nothing, or it cannot be read (the store failing with nothing cached: the feeds then
 /// answer as without a policy, as they answer from GitHub when the store fails).
 pub async fn of_channel(app: &App, channel: &Channel) -> Option<Arc<ChannelPolicy>> {
-    match app.manifests.get(&ObjectKey::policy(channel)).await {
+    let key = app.keys.of_channel(channel, ChannelManifest::Policy);
+    match app.manifests.get(&key).await {
         Ok(Found::Yes(Manifest::Policy(policy), _)) if !policy.is_inert() => Some(policy),
         Ok(_) => None,
         Err(err) => {

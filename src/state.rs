@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::access::Access;
 use crate::auth::{AdminTokens, FailureLimiter};
-use crate::cache::ManifestCache;
+use crate::cache::{ManifestCache, ManifestKeys};
 use crate::cdn::Cdn;
 use crate::clock::Clock;
 use crate::config::{Config, Secrets};
@@ -38,6 +39,8 @@ pub struct App {
     pub origins: Arc<Origins>,
     /// Parsed manifests, in front of the origins.
     pub manifests: ManifestCache,
+    /// The keys of the manifests update checks read, composed once.
+    pub keys: ManifestKeys,
     /// `Cache-Control` values of mutable objects and feeds, built once from the config.
     pub cache_policy: CachePolicy,
     /// Prometheus metrics and their registry.
@@ -61,6 +64,8 @@ pub struct App {
     /// The CDN in front (`[cdn]`): purged after changes (rollback, policy), and the labels
     /// feed answers carry for it.
     pub cdn: Option<Cdn>,
+    /// Private channels: their tokens, signed URLs, which objects are private (SPEC §2.7).
+    pub access: Access,
 }
 
 impl App {
@@ -105,6 +110,13 @@ impl App {
         let admin_tokens = AdminTokens::new(&secrets.admin_tokens);
         let admin_failures = FailureLimiter::new(clock.clone());
         let manager = origins.store().cloned().map(Manager::new);
+        let access = Access::build(
+            &config,
+            &secrets,
+            origins.clone(),
+            known_versions.clone(),
+            clock.clone(),
+        )?;
         Ok(AppState(Arc::new(App {
             cache_policy,
             config,
@@ -112,6 +124,7 @@ impl App {
             origins,
             manifests,
             metrics,
+            keys: ManifestKeys::default(),
             last_ready: Mutex::new(None),
             clock,
             probing: AtomicBool::new(false),
@@ -121,6 +134,7 @@ impl App {
             admin_failures,
             manager,
             cdn,
+            access,
         })))
     }
 

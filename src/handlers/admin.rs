@@ -3,9 +3,7 @@
 //! change visible on this node at once (its cached policy dropped); the other nodes see it
 //! within `cache.manifest_ttl`.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -18,7 +16,6 @@ use std::collections::BTreeSet;
 
 use crate::cdn;
 use crate::error::AppError;
-use crate::handlers::update::client_address;
 use crate::manage::{AUDIT_DEFAULT, Actor, Change, Manager};
 use crate::release::channel::Channel;
 use crate::release::policy::ChannelPolicy;
@@ -29,12 +26,7 @@ use crate::store::{ObjectKey, Precondition};
 /// wrong one), from an address that has not been presenting wrong ones (`429`); puts the
 /// token holder's name in the request for the audit trail.
 pub async fn authorize(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let address = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|peer| client_address(peer.0.ip(), req.headers(), &app.config.trusted_proxies))
-        // In-process requests (tests) carry no peer: one shared address.
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let address = super::client_ip(&app, req.headers(), req.extensions());
     if let Err(retry_after) = app.admin_failures.admit(address) {
         return AppError::TooManyAttempts { retry_after }.into_response();
     }

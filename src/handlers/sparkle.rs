@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::error::AppError;
 use crate::feeds;
-use crate::handlers::update::{answered, count_check, rollout_identity};
+use crate::handlers::update::{admit_with, answered, count_check, rollout_identity};
 use crate::release::channel::Channel;
 use crate::state::{App, AppState};
 
@@ -20,6 +20,8 @@ const RSS: &str = "application/rss+xml; charset=utf-8";
 pub struct SparkleQuery {
     /// A rollout identity, for apps that add one to their feed URL.
     id: Option<String>,
+    /// A private channel's token, in the feed URL (`SUFeedURL`).
+    token: Option<String>,
 }
 
 /// `GET /sparkle/{channel}/appcast.xml`. Sparkle sends no version here: a halt or a yank
@@ -33,6 +35,13 @@ pub async fn appcast(
     extensions: Extensions,
 ) -> Result<Response, AppError> {
     let channel = Channel::parse(&channel)?;
+    admit_with(
+        &app,
+        &channel,
+        query.token.as_deref(),
+        &headers,
+        &extensions,
+    )?;
     let id = || rollout_identity(&app, query.id.as_deref(), &headers, &extensions);
     respond(&app, &channel, ["darwin", "other"], None, &headers, id).await
 }

@@ -3,12 +3,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::response::Response;
 use http::{Extensions, HeaderMap, HeaderName, HeaderValue, header};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::access::Credentials;
 use crate::error::AppError;
 use crate::feeds::{self, Need, UpdateCheck};
 use crate::metrics::{Served, ServedKind};
@@ -34,6 +35,8 @@ pub struct UpdateQuery {
     /// Velopack's rollout identity (its `id` is the app's, the same for every install).
     #[serde(rename = "stagingId")]
     staging_id: Option<String>,
+    /// A private channel's token, for clients that cannot set `Authorization`.
+    token: Option<String>,
 }
 
 /// The client, as the path describes it.
@@ -63,6 +66,33 @@ fn parse_client(platform: &str, arch: &str, version: &str) -> Result<Client, App
 
 fn channel(query: &UpdateQuery) -> Result<Channel, AppError> {
     Ok(Channel::from_query(query.channel.as_deref())?)
+}
+
+/// Admits the request to `channel`'s feeds: at once for a public channel; for a private one
+/// only with a token of it (SPEC §2.7).
+fn admit(
+    app: &App,
+    channel: &Channel,
+    query: &UpdateQuery,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Result<(), AppError> {
+    admit_with(app, channel, query.token.as_deref(), headers, extensions)
+}
+
+/// [`admit`] for any feed: `token` is the request's `?token=`.
+pub(crate) fn admit_with(
+    app: &App,
+    channel: &Channel,
+    token: Option<&str>,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Result<(), AppError> {
+    app.access.channel(channel, || {
+        Credentials::from_request(headers, None, super::client_ip(app, headers, extensions))
+            .or_token(token)
+    })?;
+    Ok(())
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
@@ -129,26 +159,29 @@ pub async fn check(
     State(app): State<AppState>,
     Path((platform, arch, version)): Path<(String, String, String)>,
     Query(query): Query<UpdateQuery>,
-    headers: HeaderMap,
-    extensions: Extensions,
+    request: Request,
 ) -> Result<Response, AppError> {
+    // The parts by reference: extracting `HeaderMap` and `Extensions` would clone both.
+    let parts = request.into_parts().0;
+    let (headers, extensions) = (&parts.headers, &parts.extensions);
     let client = parse_client(&platform, &arch, &version)?;
     let channel = channel(&query)?;
-    if !wants_json(&headers) {
+    admit(&app, &channel, &query, headers, extensions)?;
+    if !wants_json(headers) {
         let file = ChannelFile::for_client(&channel, client.platform, Some(client.arch));
-        let id = || client_id(&app, &query, &headers, &extensions);
-        return channel_file_response(&app, &client, &file, &headers, true, id).await;
+        let id = || client_id(&app, &query, headers, extensions);
+        return channel_file_response(&app, &client, &file, headers, true, id).await;
     }
     let check = UpdateCheck {
         platform: client.platform,
         arch: client.arch,
         version: client.version.clone(),
         channel,
-        client_id: client_id(&app, &query, &headers, &extensions),
+        client_id: client_id(&app, &query, headers, extensions),
     };
     let answer = feeds::json_update(&app, &check).await?;
     count(&app, "json", &check.channel, &client, answer.update);
-    Ok(answered(&app, &headers, answer, JSON, &check.channel))
+    Ok(answered(&app, headers, answer, JSON, &check.channel))
 }
 
 /// `X-Update-Required: true`: the client runs a version below the channel's
@@ -168,18 +201,19 @@ pub(crate) fn answered(
     content_type: &'static str,
     channel: &Channel,
 ) -> Response {
-    let caching = if answer.per_client {
+    // A private channel's answer: its artifact URLs signed (once per window), and no shared
+    // cache may keep it.
+    let private = app.access.is_private(channel);
+    let caching = if answer.per_client || private {
         FeedCaching::PerClient
     } else {
         FeedCaching::Shared
     };
-    let mut response = feed_response(
-        headers,
-        answer.body,
-        content_type,
-        &app.cache_policy,
-        caching,
-    );
+    let body = match answer.body {
+        Some(body) if private => Some(app.access.sign_body(&body)),
+        body => body,
+    };
+    let mut response = feed_response(headers, body, content_type, &app.cache_policy, caching);
     if answer.per_client {
         response
             .headers_mut()
@@ -199,19 +233,21 @@ pub async fn feed_file(
     State(app): State<AppState>,
     Path((platform, arch, version, file)): Path<(String, String, String, String)>,
     Query(query): Query<UpdateQuery>,
-    headers: HeaderMap,
-    extensions: Extensions,
+    request: Request,
 ) -> Result<Response, AppError> {
+    let parts = request.into_parts().0;
+    let (headers, extensions) = (&parts.headers, &parts.extensions);
     let client = parse_client(&platform, &arch, &version)?;
     if let Some(velopack_channel) = velopack::feed_channel(&file) {
-        let id = || rollout_identity(&app, query.staging_id.as_deref(), &headers, &extensions);
+        let id = || rollout_identity(&app, query.staging_id.as_deref(), headers, extensions);
         let labels = [client.platform.as_str(), client.arch.as_str()];
         return super::velopack::respond(
             &app,
             velopack_channel,
             labels,
             Some(&client.version),
-            &headers,
+            headers,
+            |c| admit(&app, c, &query, headers, extensions),
             id,
         )
         .await;
@@ -220,7 +256,8 @@ pub async fn feed_file(
         // Squirrel.Windows' RELEASES names absolute URLs: a package asked for here is one a
         // Velopack client found in the feed beside it.
         let os = velopack::default_channel(client.platform);
-        return super::velopack::package(&app, &file, &[os]).await;
+        let admit = |c: &Channel| admit(&app, c, &query, headers, extensions);
+        return super::velopack::package(&app, &file, &[os], admit).await;
     }
     if file == "appcast.xml" {
         if client.platform != Platform::Mac {
@@ -230,20 +267,15 @@ pub async fn feed_file(
             )));
         }
         let channel = channel(&query)?;
-        let id = || client_id(&app, &query, &headers, &extensions);
+        admit(&app, &channel, &query, headers, extensions)?;
+        let id = || client_id(&app, &query, headers, extensions);
         let labels = [client.platform.as_str(), client.arch.as_str()];
-        return super::sparkle::respond(
-            &app,
-            &channel,
-            labels,
-            Some(&client.version),
-            &headers,
-            id,
-        )
-        .await;
+        return super::sparkle::respond(&app, &channel, labels, Some(&client.version), headers, id)
+            .await;
     }
     if file == "RELEASES" {
         let channel = channel(&query)?;
+        admit(&app, &channel, &query, headers, extensions)?;
         let Some(found) = feeds::squirrel_releases(&app, &channel).await? else {
             return Err(AppError::NoRelease {
                 message: format!("no RELEASES for channel {channel}"),
@@ -256,7 +288,7 @@ pub async fn feed_file(
                 .squirrel(&channel, found, policy)
                 .await?
                 .answer(&client.version, || {
-                    client_id(&app, &query, &headers, &extensions)
+                    client_id(&app, &query, headers, extensions)
                 }),
             None => Answer {
                 update: found
@@ -272,15 +304,16 @@ pub async fn feed_file(
             },
         };
         count(&app, "squirrel-windows", &channel, &client, answer.update);
-        return Ok(answered(&app, &headers, answer, TEXT, &channel));
+        return Ok(answered(&app, headers, answer, TEXT, &channel));
     }
     let Some(channel_file) = ChannelFile::parse(&file) else {
         return Err(AppError::NotFound(format!(
             "`{file}` is not a channel file (like latest-mac.yml) or RELEASES"
         )));
     };
-    let id = || client_id(&app, &query, &headers, &extensions);
-    channel_file_response(&app, &client, &channel_file, &headers, false, id).await
+    admit(&app, &channel_file.channel, &query, headers, extensions)?;
+    let id = || client_id(&app, &query, headers, extensions);
+    channel_file_response(&app, &client, &channel_file, headers, false, id).await
 }
 
 /// The channel file, rendered with absolute URLs, under the channel's policy when it has

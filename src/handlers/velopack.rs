@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use crate::error::AppError;
 use crate::feeds;
-use crate::handlers::update::{answered, count_check, rollout_identity};
+use crate::handlers::update::{admit_with, answered, count_check, rollout_identity};
+use crate::release::channel::Channel;
 use crate::release::parse_version;
 use crate::release::platform::{Arch, Platform};
 use crate::release::velopack::{self, feed_channel, release_channel, valid_channel};
@@ -35,6 +36,9 @@ pub struct VelopackQuery {
     os: Option<String>,
     /// A .NET runtime identifier (`win-x64`, `osx-arm64`, `linux-x64`).
     rid: Option<String>,
+    /// A private channel's token (Velopack's `HttpSource` replaces the base URL's query:
+    /// its apps send `Authorization` through `HttpOptions` instead).
+    token: Option<String>,
 }
 
 /// `[platform, arch]` metric labels from what a Velopack client said: `rid`, `os`/`arch`,
@@ -89,7 +93,9 @@ pub async fn feed(
             "win32" => Platform::Windows,
             _ => Platform::Linux,
         });
-        return package(&app, &file, &[&base, os, "win", "osx", "linux"]).await;
+        let admit =
+            |c: &Channel| admit_with(&app, c, query.token.as_deref(), &headers, &extensions);
+        return package(&app, &file, &[&base, os, "win", "osx", "linux"], admit).await;
     };
     let client = match query.local_version.as_deref().filter(|v| !v.is_empty()) {
         Some(text) => Some(parse_version(text).ok_or_else(|| AppError::BadRequest {
@@ -99,12 +105,14 @@ pub async fn feed(
         None => None,
     };
     let id = || rollout_identity(&app, query.staging_id.as_deref(), &headers, &extensions);
+    let admit = |c: &Channel| admit_with(&app, c, query.token.as_deref(), &headers, &extensions);
     respond(
         &app,
         velopack_channel,
         labels(&query, velopack_channel),
         client.as_ref(),
         &headers,
+        admit,
         id,
     )
     .await
@@ -113,16 +121,27 @@ pub async fn feed(
 /// A package the client found in a feed, downloaded from beside the feed (`{base}/{FileName}`):
 /// a redirect to its folder under `/releases/`, as every other download. The redirect may be
 /// shared: a package name belongs to one version.
+/// `admit`: the private-channel check of the channel whose feed lists the package (SPEC
+/// §2.7); a private channel's package is redirected to a signed URL, never cached.
 pub(crate) async fn package(
     app: &App,
     file: &str,
     channels: &[&str],
+    admit: impl FnOnce(&Channel) -> Result<(), AppError>,
 ) -> Result<Response, AppError> {
     let channels = velopack::package_channels(file, channels);
-    let Some(url) = feeds::velopack_package_url(app, &channels, file).await? else {
+    let Some((url, velopack_channel)) = feeds::velopack_package_url(app, &channels, file).await?
+    else {
         return Err(AppError::NotFound(format!(
             "`{file}` is neither a Velopack feed (releases.{{channel}}.json) nor a package one lists"
         )));
+    };
+    let channel = release_channel(&velopack_channel);
+    admit(&channel)?;
+    let (url, caching) = if app.access.is_private(&channel) {
+        (app.access.sign_url(&url), "private, no-store")
+    } else {
+        (url, PACKAGE_CACHING)
     };
     let location = HeaderValue::from_str(&url)
         .map_err(|e| AppError::Internal(format!("unencodable package URL: {e}")))?;
@@ -130,10 +149,7 @@ pub(crate) async fn package(
         StatusCode::FOUND,
         [
             (header::LOCATION, location),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static(PACKAGE_CACHING),
-            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static(caching)),
         ],
     )
         .into_response())
@@ -146,10 +162,12 @@ pub(crate) async fn respond(
     labels: [&str; 2],
     client: Option<&semver::Version>,
     headers: &HeaderMap,
+    admit: impl FnOnce(&Channel) -> Result<(), AppError>,
     id: impl FnOnce() -> Option<String>,
 ) -> Result<Response, AppError> {
-    let answer = feeds::velopack_update(app, velopack_channel, client, id).await?;
     let channel = release_channel(velopack_channel);
+    admit(&channel)?;
+    let answer = feeds::velopack_update(app, velopack_channel, client, id).await?;
     count_check(app, "velopack", &channel, labels, client, answer.update);
     Ok(answered(app, headers, answer, JSON, &channel))
 }

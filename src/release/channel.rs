@@ -2,7 +2,7 @@
 //! (a query, a file name, a command line), and carried as a [`Channel`] from there on.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Longest channel name accepted.
 const MAX_LEN: usize = 64;
@@ -36,7 +36,11 @@ impl Channel {
 
     /// `latest`.
     pub fn latest() -> Self {
-        Self(Arc::from(Self::DEFAULT))
+        // One shared name: the default channel of every request costs no allocation.
+        static LATEST: OnceLock<Channel> = OnceLock::new();
+        LATEST
+            .get_or_init(|| Self(Arc::from(Self::DEFAULT)))
+            .clone()
     }
 
     /// The channel named in a query, `latest` when none is.

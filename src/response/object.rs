@@ -11,7 +11,7 @@ use crate::http::conditional::{self, ResponsePlan, Validators};
 use crate::http::multipart::MultipartBody;
 use crate::metrics::InflightGuard;
 use crate::store::key::CachePolicy;
-use crate::store::{ByteRange, ByteStream, Object, ObjectKey};
+use crate::store::{ByteRange, ByteStream, Object, ObjectKey, ObjectMeta};
 
 /// How the object is to be served.
 pub struct ObjectResponse<'a> {
@@ -29,21 +29,7 @@ impl ObjectResponse<'_> {
     /// Builds the response to `method` with request `headers`.
     pub fn respond(self, method: &Method, headers: &HeaderMap) -> Result<Response, AppError> {
         let meta = &self.object.meta;
-        // Parsed only for a request that compares entity tags (most do not).
-        let compares = [header::IF_MATCH, header::IF_NONE_MATCH, header::IF_RANGE]
-            .iter()
-            .any(|name| headers.contains_key(name));
-        let etag = if compares {
-            meta.etag.parse().ok()
-        } else {
-            None
-        };
-        let validators = Validators {
-            etag,
-            last_modified: meta.last_modified,
-            size: meta.size,
-        };
-        let plan = conditional::evaluate(method, headers, &validators);
+        let plan = plan(meta, method, headers);
 
         let mut response = Response::new(Body::empty());
         let out = response.headers_mut();
@@ -114,6 +100,26 @@ impl ObjectResponse<'_> {
         }
         Ok(response)
     }
+}
+
+/// What a request for an object described by `meta` gets ([`conditional::evaluate`]): what
+/// `/releases/*` answers, and what decides whether a redirect to the bucket can answer it.
+pub fn plan(meta: &ObjectMeta, method: &Method, headers: &HeaderMap) -> ResponsePlan {
+    // Parsed only for a request that compares entity tags (most do not).
+    let compares = [header::IF_MATCH, header::IF_NONE_MATCH, header::IF_RANGE]
+        .iter()
+        .any(|name| headers.contains_key(name));
+    let etag = if compares {
+        meta.etag.parse().ok()
+    } else {
+        None
+    };
+    let validators = Validators {
+        etag,
+        last_modified: meta.last_modified,
+        size: meta.size,
+    };
+    conditional::evaluate(method, headers, &validators)
 }
 
 /// A streamed body that keeps `guard` alive for as long as it is.

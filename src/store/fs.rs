@@ -16,6 +16,7 @@ use cap_std::fs::Dir;
 use moka::future::Cache;
 
 use super::ByteRange;
+use super::key::KeyHasher;
 use super::pool::BufferPool;
 use super::{
     ByteStream, Conditional, Object, ObjectKey, ObjectMeta, ObjectSource, ObjectTtl, Precondition,
@@ -79,7 +80,7 @@ pub struct FsStore {
     /// manifest asked for thousands of times a second costs no file system call at all;
     /// larger ones as an open file handle, so a download or a range of an artifact costs no
     /// open and no stat. Bounded by weight: bytes, and [`HANDLE_WEIGHT`] per handle.
-    opened: Cache<ObjectKey, (Object, Instant)>,
+    opened: Cache<ObjectKey, (Object, Instant), KeyHasher>,
     /// Their read buffers, recycled.
     pool: BufferPool,
     ttl: ObjectTtl,
@@ -126,7 +127,7 @@ impl FsStore {
                     _ => HANDLE_WEIGHT,
                 })
                 .expire_after(ttl.clone())
-                .build(),
+                .build_with_hasher(KeyHasher::default()),
             pool: BufferPool::default(),
             ttl,
         })
@@ -430,7 +431,7 @@ fn join_error(err: tokio::task::JoinError) -> StoreError {
 
 impl FsFile {
     /// Streams `range` in chunks read on the blocking pool into pooled buffers, growing from
-    /// 64 KiB to 1 MiB while the pool's budget allows ([`BufferPool::next_chunk`]). A file
+    /// 64 KiB to 1 MiB while the pool's budget allows ([`BufferPool::lend`]). A file
     /// that shrank under us ends the stream with an error, never with short data.
     pub(super) fn read(&self, range: ByteRange) -> ByteStream {
         let end = range.end + 1;
@@ -443,12 +444,12 @@ impl FsFile {
                     if pos >= end {
                         return Ok(None);
                     }
-                    let len = (end - pos).min(pool.next_chunk(last) as u64) as usize;
+                    let loan = pool.lend(last, end - pos);
+                    let len = loan.len();
                     let reader = Arc::clone(&file);
-                    let chunk =
-                        tokio::task::spawn_blocking(move || pool.read_at(&reader, pos, len))
-                            .await
-                            .map_err(io::Error::other)??;
+                    let chunk = tokio::task::spawn_blocking(move || loan.read_at(&reader, pos))
+                        .await
+                        .map_err(io::Error::other)??;
                     Ok(Some((chunk, (file, pos + len as u64, len))))
                 }
             },

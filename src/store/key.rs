@@ -2,11 +2,17 @@
 //! Content-Type, Content-Disposition and Cache-Control that each kind of object gets.
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::HeaderValue;
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
 use crate::release::channel::Channel;
+
+/// The hasher of the in-memory maps keyed by [`ObjectKey`] that every request looks up
+/// (manifests, opened files, S3 metadata): foldhash, seeded per process, so keys that come
+/// from requests cannot be chosen to collide, at a fraction of SipHash's cost per lookup.
+pub type KeyHasher = foldhash::fast::RandomState;
 
 /// Top-level prefix of every release object in the store (SPEC §1).
 pub const RELEASES_PREFIX: &str = "releases";
@@ -137,10 +143,11 @@ pub enum KeyKind {
     Policy,
 }
 
-/// A validated key inside the store, relative to its root (or bucket prefix).
+/// A validated key inside the store, relative to its root (or bucket prefix). Cheap to
+/// clone: the caches clone keys on every insert.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ObjectKey {
-    key: String,
+    key: Arc<str>,
 }
 
 impl ObjectKey {
@@ -161,7 +168,7 @@ impl ObjectKey {
             .map_err(|_| KeyError::NotUtf8)?;
         validate_relative_path(&decoded)?;
         Ok(Self {
-            key: format!("{RELEASES_PREFIX}/{decoded}"),
+            key: format!("{RELEASES_PREFIX}/{decoded}").into(),
         })
     }
 
@@ -169,13 +176,22 @@ impl ObjectKey {
     pub fn from_trusted(key: impl Into<String>) -> Result<Self, KeyError> {
         let key = key.into();
         validate_relative_path(&key)?;
-        Ok(Self { key })
+        Ok(Self { key: key.into() })
+    }
+
+    /// `releases/latest/{name}`: a manifest currently served, for a file name the server
+    /// composed from a validated channel name and a fixed suffix (it holds no `/`, `..` or
+    /// control character by construction).
+    pub fn latest(name: &str) -> Self {
+        let key = format!("{RELEASES_PREFIX}/latest/{name}");
+        debug_assert!(validate_relative_path(&key).is_ok(), "{key}");
+        Self { key: key.into() }
     }
 
     /// `policy/{channel}.json`: the channel's release policy.
     pub fn policy(channel: &Channel) -> Self {
         Self {
-            key: format!("{POLICY_PREFIX}/{channel}.json"),
+            key: format!("{POLICY_PREFIX}/{channel}.json").into(),
         }
     }
 

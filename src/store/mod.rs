@@ -408,6 +408,26 @@ impl Store {
         Ok(versions)
     }
 
+    /// A presigned URL that lets a client `GET` `key` straight from the bucket (for a while:
+    /// `store.presign_ttl`), with `disposition` as its `Content-Disposition`; `None` for a
+    /// store that has no such URLs (the filesystem).
+    pub async fn presigned_get(
+        &self,
+        key: &ObjectKey,
+        disposition: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        match &self.backend {
+            Backend::Fs(_) => Ok(None),
+            Backend::S3(store) => {
+                let presign = store.presigned_get(key, disposition);
+                tokio::time::timeout(self.timeout, presign)
+                    .await
+                    .map_err(|_| StoreError::Timeout(self.timeout))?
+                    .map(Some)
+            }
+        }
+    }
+
     /// Short name for logs and metric labels.
     pub fn kind(&self) -> &'static str {
         match &self.backend {

@@ -25,6 +25,7 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::RequestId;
+use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
@@ -33,6 +34,7 @@ use moka::future::Cache;
 use sha2::Digest;
 
 use super::ByteRange;
+use super::key::KeyHasher;
 use super::{
     ByteStream, Conditional, Object, ObjectKey, ObjectMeta, ObjectSource, ObjectTtl, Precondition,
     Progress, StoreError,
@@ -80,10 +82,14 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
-    meta: Cache<ObjectKey, (ObjectMeta, Instant)>,
+    meta: Cache<ObjectKey, (ObjectMeta, Instant), KeyHasher>,
     ttl: ObjectTtl,
     /// The first-byte timeout, for error messages.
     timeout: Duration,
+    /// `store.presign_ttl`: the shortest life of a presigned URL.
+    presign_ttl: Duration,
+    /// Presigned GETs by key and window (`store.downloads = "redirect"`).
+    presigned: Cache<(ObjectKey, u64), String>,
 }
 
 impl S3Store {
@@ -117,7 +123,7 @@ impl S3Store {
         let meta = Cache::builder()
             .max_capacity(100_000)
             .expire_after(ttl.clone())
-            .build();
+            .build_with_hasher(KeyHasher::default());
         Self {
             client: Client::from_conf(builder.build()),
             bucket: config.bucket.clone().unwrap_or_default(),
@@ -129,7 +135,59 @@ impl S3Store {
             meta,
             ttl,
             timeout: config.first_byte_timeout,
+            presign_ttl: config.presign_ttl,
+            presigned: Cache::builder()
+                .max_capacity(100_000)
+                // Memory backstop: an entry's window is over by then.
+                .time_to_live(config.presign_ttl)
+                .build(),
         }
+    }
+
+    /// A presigned `GET` of `key` (SigV4 query authentication, the host the only signed
+    /// header, so a client's `Range` and preconditions go to the bucket as they are), with
+    /// `response-content-disposition` when given. Its start is rounded down to a window (a
+    /// quarter of `store.presign_ttl`) and its life is the TTL plus a window, so every
+    /// request of a window gets the same URL, made once (a CDN may keep it), valid at least
+    /// the TTL from now.
+    pub(super) async fn presigned_get(
+        &self,
+        key: &ObjectKey,
+        disposition: Option<&str>,
+    ) -> Result<String, StoreError> {
+        let window = (self.presign_ttl.as_secs() / 4).max(1);
+        let now = self
+            .ttl
+            .clock
+            .system_time()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let slot = now / window;
+        let presign = async {
+            let start = SystemTime::UNIX_EPOCH + Duration::from_secs(slot * window);
+            let config = PresigningConfig::builder()
+                .start_time(start)
+                .expires_in(self.presign_ttl + Duration::from_secs(window))
+                .build()
+                .map_err(|e| StoreError::Unavailable {
+                    message: format!("cannot presign {key}: {e}"),
+                    source: None,
+                })?;
+            let request = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key.as_str()))
+                .set_response_content_disposition(disposition.map(str::to_owned))
+                .presigned(config)
+                .await
+                .map_err(|err| classify(key.as_str(), "presign GetObject", self.timeout, err))?;
+            Ok::<_, StoreError>(request.uri().to_owned())
+        };
+        self.presigned
+            .try_get_with((key.clone(), slot), presign)
+            .await
+            .map_err(|err| err.duplicate())
     }
 
     fn full_key(&self, key: &str) -> String {

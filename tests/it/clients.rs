@@ -15,7 +15,7 @@ const ROUTE: &str = "/releases/{*path}";
 const MIB: usize = 1024 * 1024;
 
 /// Runs `cmd` to completion without blocking the server's runtime; kills it after `limit`.
-async fn run(cmd: Command, limit: Duration) -> Output {
+pub(crate) async fn run(cmd: Command, limit: Duration) -> Output {
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true)
         .stdin(Stdio::null())
@@ -28,7 +28,7 @@ async fn run(cmd: Command, limit: Duration) -> Output {
         .expect("wait for client")
 }
 
-fn describe(output: &Output) -> String {
+pub(crate) fn describe(output: &Output) -> String {
     format!(
         "{}\nstdout: {}\nstderr: {}",
         output.status,
@@ -46,8 +46,37 @@ fn answered(state: &AppState, status: &str) -> u64 {
         .get()
 }
 
-fn file_len(path: &Path) -> usize {
+pub(crate) fn file_len(path: &Path) -> usize {
     std::fs::metadata(path).map_or(0, |m| m.len() as usize)
+}
+
+/// A rate-limited `curl` of `url` into `out`, killed once 256 KiB of it are written (a
+/// download cut off part-way, for a resume to finish).
+pub(crate) async fn interrupted_curl(out: &Path, url: &str) {
+    let mut first = tokio::process::Command::new("curl");
+    first
+        .args(["-sS", "-g", "--fail", "--limit-rate", "1M", "-o"])
+        .arg(out)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut first = first.spawn().expect("spawn curl");
+    let start = Instant::now();
+    while file_len(out) < 256 * 1024 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "curl wrote {} bytes in 10 s",
+            file_len(out)
+        );
+        assert!(
+            first.try_wait().expect("try_wait").is_none(),
+            "curl ended before it was interrupted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().await.expect("kill curl");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,30 +92,7 @@ async fn curl_resumes_a_partial_download_with_a_range() {
     let out = dir.path().join("App-3.1.0.AppImage");
 
     // A first, rate-limited attempt, killed once part of the file is written.
-    let mut first = tokio::process::Command::new("curl");
-    first
-        .args(["-sS", "-g", "--fail", "--limit-rate", "1M", "-o"])
-        .arg(&out)
-        .arg(server.url(URL))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let mut first = first.spawn().expect("spawn curl");
-    let start = Instant::now();
-    while file_len(&out) < 256 * 1024 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "curl wrote {} bytes in 10 s",
-            file_len(&out)
-        );
-        assert!(
-            first.try_wait().expect("try_wait").is_none(),
-            "curl ended before it was interrupted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    first.kill().await.expect("kill curl");
+    interrupted_curl(&out, &server.url(URL)).await;
     let partial = read(&out);
     assert!(
         !partial.is_empty() && partial.len() < LEN,
@@ -114,18 +120,8 @@ async fn curl_resumes_a_partial_download_with_a_range() {
     assert_eq!(answered(&server.state, "206"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aria2c_downloads_in_eight_segments() {
-    require_program("aria2c");
-    const KEY: &str = "releases/v3.1.0/App Setup 3.1.0.exe";
-    const URL: &str = "/releases/v3.1.0/App%20Setup%203.1.0.exe";
-    const NAME: &str = "App Setup 3.1.0.exe";
-    const LEN: usize = 20 * MIB + 12_345;
-    let data = pattern(LEN);
-    let fx = Fixture::new().file(KEY, &data);
-    let server = TestServer::start(fx.config.clone()).await;
-    let dir = scratch();
-
+/// aria2c downloading `url` into `dir/name` over eight connections, in 1 MiB pieces.
+pub(crate) fn aria2c(dir: &Path, name: &str, url: &str) -> Command {
     let mut cmd = Command::new("aria2c");
     cmd.args([
         "--no-conf",
@@ -143,9 +139,25 @@ async fn aria2c_downloads_in_eight_segments() {
         "--stop=60",
         "-d",
     ])
-    .arg(dir.path())
-    .args(["-o", NAME])
-    .arg(server.url(URL));
+    .arg(dir)
+    .args(["-o", name])
+    .arg(url);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aria2c_downloads_in_eight_segments() {
+    require_program("aria2c");
+    const KEY: &str = "releases/v3.1.0/App Setup 3.1.0.exe";
+    const URL: &str = "/releases/v3.1.0/App%20Setup%203.1.0.exe";
+    const NAME: &str = "App Setup 3.1.0.exe";
+    const LEN: usize = 20 * MIB + 12_345;
+    let data = pattern(LEN);
+    let fx = Fixture::new().file(KEY, &data);
+    let server = TestServer::start(fx.config.clone()).await;
+    let dir = scratch();
+
+    let cmd = aria2c(dir.path(), NAME, &server.url(URL));
     let output = run(cmd, Duration::from_secs(60)).await;
     assert!(output.status.success(), "{}", describe(&output));
     let got = read(dir.path().join(NAME));

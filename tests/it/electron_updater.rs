@@ -47,7 +47,7 @@ const KIB: usize = 1024;
 
 /// Fails (never skips) when Node or the harness's npm packages are missing or not the
 /// versions `package.json` pins.
-fn require_client() {
+pub(crate) fn require_client() {
     let hint = "run ./scripts/test.sh (it runs `npm ci` in tests/clients/electron-updater), \
                 or `npm ci` there yourself";
     let node = std::process::Command::new("node").arg("--version").output();
@@ -80,15 +80,15 @@ fn require_client() {
 }
 
 /// Output of one Node run.
-struct NodeRun {
-    success: bool,
-    stdout: String,
-    stderr: String,
+pub(crate) struct NodeRun {
+    pub(crate) success: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl NodeRun {
     /// The JSON result: the last line of stdout.
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         let line = self
             .stdout
             .lines()
@@ -105,7 +105,7 @@ impl NodeRun {
 }
 
 /// `node harness.js ARGS` in the client directory, killed after [`NODE_LIMIT`].
-async fn harness(args: &[&str]) -> NodeRun {
+pub(crate) async fn harness(args: &[&str]) -> NodeRun {
     let child = tokio::process::Command::new("node")
         .arg("harness.js")
         .args(args)
@@ -133,15 +133,15 @@ async fn harness(args: &[&str]) -> NodeRun {
 
 /// What `app-builder blockmap` says about a file.
 #[derive(Debug)]
-struct ArtifactInfo {
-    size: u64,
-    sha512: String,
-    block_map_size: Option<u64>,
+pub(crate) struct ArtifactInfo {
+    pub(crate) size: u64,
+    pub(crate) sha512: String,
+    pub(crate) block_map_size: Option<u64>,
 }
 
 /// How electron-builder attaches the block map of an artifact.
 #[derive(Clone, Copy, PartialEq)]
-enum BlockMap {
+pub(crate) enum BlockMap {
     /// Appended to the file, deflate, `blockMapSize` in the channel file (AppImage).
     Embedded,
     /// A separate gzip `{file}.blockmap` beside it (NSIS, mac zip).
@@ -181,7 +181,7 @@ async fn blockmap(file: &Path, kind: BlockMap) -> ArtifactInfo {
 
 /// Deterministic bytes without repeats (SplitMix64), so that content-defined chunking finds
 /// no block twice and every unchanged block is really the old file's.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
@@ -196,7 +196,7 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// A channel file as electron-builder writes it for one artifact.
-fn channel_file(version: &str, name: &str, info: &ArtifactInfo) -> String {
+pub(crate) fn channel_file(version: &str, name: &str, info: &ArtifactInfo) -> String {
     let block_map = info
         .block_map_size
         .map(|b| format!("    blockMapSize: {b}\n"))
@@ -211,14 +211,14 @@ fn channel_file(version: &str, name: &str, info: &ArtifactInfo) -> String {
 
 /// One artifact as electron-builder publishes it: its bytes (with the block map when it is
 /// embedded), the separate block map if any, and what the channel file says about it.
-struct Artifact {
-    bytes: Vec<u8>,
-    blockmap: Option<Vec<u8>>,
-    info: ArtifactInfo,
+pub(crate) struct Artifact {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) blockmap: Option<Vec<u8>>,
+    pub(crate) info: ArtifactInfo,
 }
 
 /// Builds the artifact `name` from `raw` with its block map.
-async fn artifact(name: &str, raw: &[u8], kind: BlockMap) -> Artifact {
+pub(crate) async fn artifact(name: &str, raw: &[u8], kind: BlockMap) -> Artifact {
     let build = scratch();
     let path = build.path().join(name);
     std::fs::write(&path, raw).expect("write artifact");
@@ -235,7 +235,7 @@ async fn artifact(name: &str, raw: &[u8], kind: BlockMap) -> Artifact {
 }
 
 /// Two AppImages, each with its embedded block map.
-async fn build_appimages(old_raw: &[u8], new_raw: &[u8]) -> (Artifact, Artifact) {
+pub(crate) async fn build_appimages(old_raw: &[u8], new_raw: &[u8]) -> (Artifact, Artifact) {
     (
         artifact(OLD_NAME, old_raw, BlockMap::Embedded).await,
         artifact(NEW_NAME, new_raw, BlockMap::Embedded).await,
@@ -244,7 +244,7 @@ async fn build_appimages(old_raw: &[u8], new_raw: &[u8]) -> (Artifact, Artifact)
 
 /// 8 MiB of old content and the new content: three changes (two overwrites, one insertion)
 /// of 72 KiB in all.
-fn changed_content() -> (Vec<u8>, Vec<u8>, usize) {
+pub(crate) fn changed_content() -> (Vec<u8>, Vec<u8>, usize) {
     let old_raw = random_bytes(10, 8 * MIB);
     let mut new_raw = old_raw.clone();
     new_raw[MIB..MIB + 40 * KIB].copy_from_slice(&random_bytes(11, 40 * KIB));
@@ -294,7 +294,7 @@ fn store_in(
 }
 
 /// The app under test: which electron-updater class, its feed URL and its current artifact.
-struct App<'a> {
+pub(crate) struct App<'a> {
     updater: &'a str,
     feed: &'a str,
     old_name: &'a str,
@@ -302,7 +302,7 @@ struct App<'a> {
 }
 
 /// The Linux app (1.0.0, running `old` as its AppImage).
-fn appimage_app(old: &[u8]) -> App<'_> {
+pub(crate) fn appimage_app(old: &[u8]) -> App<'_> {
     App {
         updater: "appimage",
         feed: "/update/linux/x64/1.0.0",
@@ -312,7 +312,7 @@ fn appimage_app(old: &[u8]) -> App<'_> {
 }
 
 /// Runs `app` against `server`.
-async fn run_update(
+pub(crate) async fn run_update(
     server: &TestServer,
     app: App<'_>,
     differential: bool,
@@ -358,7 +358,7 @@ fn update_checks(state: &AppState, platform: &str) -> u64 {
 }
 
 /// The downloaded file, which must be inside the client's directory (the updater cache).
-fn downloaded(result: &Value, client: &Path, name: &str) -> PathBuf {
+pub(crate) fn downloaded(result: &Value, client: &Path, name: &str) -> PathBuf {
     let file = PathBuf::from(
         result["downloadedFile"]
             .as_str()
@@ -390,21 +390,9 @@ async fn electron_updater_downloads_the_update_in_full() {
     let (_fixture, server) = serve(fixture).await;
 
     let (run, client) = run_update(&server, appimage_app(&old.bytes), false).await;
-    let result = run.json();
-    assert!(
-        run.success && result["ok"] == true,
-        "electron-updater failed: {result:#}\nstderr:\n{}",
-        run.stderr
-    );
+    let result = update_succeeded(&run, client.path(), (NEW_NAME, &new.bytes), false);
     assert_eq!(result["updater"], "AppImageUpdater");
     assert_eq!(result["version"], "1.1.0");
-    assert_eq!(result["differential"], false);
-    assert_eq!(result["fallback"], false, "{result:#}");
-    let file = downloaded(&result, client.path(), NEW_NAME);
-    assert!(
-        read(&file) == new.bytes,
-        "downloaded file differs from the 1.1.0 artifact"
-    );
 
     let state = &server.state;
     assert_eq!(update_checks(state, "linux"), 1, "one update check counted");
@@ -470,6 +458,28 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// An update that succeeded without falling back, downloaded in full or differentially
+/// (`differential`), its file `name` in the client's directory byte for byte `bytes`; the
+/// harness's result.
+pub(crate) fn update_succeeded(
+    run: &NodeRun,
+    client: &Path,
+    (name, bytes): (&str, &[u8]),
+    differential: bool,
+) -> Value {
+    let result = run.json();
+    assert!(
+        run.success && result["ok"] == true,
+        "electron-updater failed: {result:#}\nstderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(result["differential"], differential, "{result:#}");
+    assert_eq!(result["fallback"], false, "{result:#}");
+    let file = downloaded(&result, client, name);
+    assert!(read(&file) == bytes, "{name} differs from the artifact");
+    result
+}
+
 /// What every differential test asserts: success without a fallback, the rebuilt file
 /// byte-identical, every artifact request a range request answered `206`, the changed blocks
 /// in `multipart/byteranges`, no `200` on `/releases` but for separate block maps, and far
@@ -481,21 +491,9 @@ fn assert_differential(
     new: (&str, &Artifact),
     changed: usize,
 ) -> Value {
-    let result = run.json();
-    assert!(
-        run.success && result["ok"] == true,
-        "electron-updater failed: {result:#}\nstderr:\n{}",
-        run.stderr
-    );
-    assert_eq!(result["version"], "1.1.0");
-    assert_eq!(result["differential"], true, "{result:#}");
-    assert_eq!(result["fallback"], false, "{result:#}");
     let (name, new) = new;
-    let file = downloaded(&result, client, name);
-    assert!(
-        read(&file) == new.bytes,
-        "rebuilt file differs from the 1.1.0 artifact"
-    );
+    let result = update_succeeded(run, client, (name, &new.bytes), true);
+    assert_eq!(result["version"], "1.1.0");
 
     let exchanges = result["exchanges"].as_array().expect("exchanges");
     let artifact_path = format!("/releases/v1.1.0/{name}");
@@ -686,15 +684,7 @@ async fn a_differential_download_from_a_bucket_reads_close_ranges_together() {
     );
     let (fixture, server) = serve(fixture).await;
     let (run, client) = run_update(&server, appimage_app(&old.bytes), true).await;
-    let result = run.json();
-    assert!(
-        run.success && result["ok"] == true && result["differential"] == true,
-        "electron-updater failed: {result:#}\nstderr:\n{}",
-        run.stderr
-    );
-    assert_eq!(result["fallback"], false, "{result:#}");
-    let file = downloaded(&result, client.path(), NEW_NAME);
-    assert!(read(&file) == new.bytes, "rebuilt file differs from 1.1.0");
+    let result = update_succeeded(&run, client.path(), (NEW_NAME, &new.bytes), true);
 
     // What the client asked for: the ranges of its requests for the artifact, in order.
     let artifact_path = format!("/releases/v1.1.0/{NEW_NAME}");

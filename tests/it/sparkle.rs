@@ -5,7 +5,7 @@
 //! server's parser); the channel's policy; a signed appcast byte for byte; `/latest` and
 //! `GET /admin/releases` on a Sparkle-only store. No Sparkle client runs on Linux.
 
-use crate::support::{Fixture, Reply, admin_releases, admin_router, entry, get};
+use crate::support::{Fixture, Reply, admin_releases, admin_router, entry, get, private_router};
 
 const APPCAST: &str = include_str!("../fixtures/sparkle/appcast.xml");
 const SIGNED: &str = include_str!("../fixtures/sparkle/appcast-signed.xml");
@@ -366,4 +366,42 @@ async fn latest_and_the_admin_api_know_sparkle_releases() {
         reply.header("location"),
         format!("{base}/releases/v1.9.0/Sample-1.9.0.dmg")
     );
+}
+
+#[tokio::test]
+async fn a_private_channel_s_appcast_needs_a_token_and_signs_its_urls() {
+    let mut fx = Fixture::new()
+        .file("releases/latest/appcast-beta.xml", dmg_appcast(&["2.0.0"]))
+        .file("releases/v2.0.0/Sample-2.0.0.dmg", "dmg 2.0.0");
+    let (router, token) = private_router(&mut fx, "beta");
+    for path in [
+        "/sparkle/beta/appcast.xml",
+        "/update/darwin/arm64/1.0.0/appcast.xml?channel=beta",
+    ] {
+        let refused = get(&router, path, &[]).await;
+        assert_eq!(refused.status, 401, "{path}");
+        assert_eq!(refused.json()["error"], "token_required");
+    }
+    let reply = get(
+        &router,
+        &format!("/sparkle/beta/appcast.xml?token={token}"),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.header("cache-control").starts_with("private"));
+    let url = items(&reply.body)[0]
+        .enclosure
+        .clone()
+        .expect("enclosure")
+        .0;
+    let prefix = format!(
+        "{}/releases/v2.0.0/Sample-2.0.0.dmg?sig=",
+        fx.config.public_url
+    );
+    assert!(url.starts_with(&prefix), "{url}");
+    // The signed URL downloads without a token.
+    let download = get(&router, &url[fx.config.public_url.len()..], &[]).await;
+    assert_eq!(download.status, 200);
+    assert_eq!(download.body, "dmg 2.0.0");
 }

@@ -151,6 +151,27 @@ impl Fixture {
         std::fs::write(path, content).expect("write fixture");
     }
 
+    /// `version` as `publish` leaves it: each of `files` under `releases/v{version}/` with
+    /// the channel file `channel_file` listing them beside, and, when `current`, that channel
+    /// file in `releases/latest/` too.
+    pub fn release(
+        self,
+        version: &str,
+        channel_file: &str,
+        files: &[(&str, &[u8])],
+        current: bool,
+    ) -> Self {
+        let yml = channel_yml(version, files, None);
+        let mut fx = self.file(&format!("releases/v{version}/{channel_file}"), &yml);
+        for (name, bytes) in files {
+            fx = fx.file(&format!("releases/v{version}/{name}"), bytes);
+        }
+        if current {
+            fx = fx.file(&format!("releases/latest/{channel_file}"), &yml);
+        }
+        fx
+    }
+
     /// A sparse-free large file of `len` pattern bytes.
     pub fn large(self, key: &str, len: usize) -> Self {
         self.file(key, pattern(len))
@@ -443,7 +464,11 @@ impl TestServer {
 
     /// As [`TestServer::start`], with secrets (a fixture's S3 keys).
     pub async fn start_with(config: Config, secrets: Secrets) -> Self {
-        let state = App::build(config, secrets).expect("state");
+        Self::serve(App::build(config, secrets).expect("state")).await
+    }
+
+    /// Serves a state built by the test (on a manual clock, say).
+    pub async fn serve(state: AppState) -> Self {
         let server = Server::bind(state.clone()).await.expect("bind");
         let addr = server.local_addr().expect("addr");
         let metrics_addr = server.metrics_addr();
@@ -661,4 +686,20 @@ pub async fn admin_releases(router: &axum::Router, auth: &str) -> serde_json::Va
         String::from_utf8_lossy(&reply.body)
     );
     reply.json()
+}
+
+/// A router on `fx`'s store with `channel` private, and a token of it (made at run time).
+pub fn private_router(fx: &mut Fixture, channel: &str) -> (axum::Router, String) {
+    let token = format!("{:032x}", fastrand::u128(..));
+    let key = format!("{:032x}", fastrand::u128(..));
+    fx.config.access.private_channels = vec![channel.to_owned()];
+    let secrets = Secrets {
+        access_tokens: Some(secrecy::SecretString::from(format!(
+            "{channel}:tester:{token}"
+        ))),
+        url_signing_key: Some(secrecy::SecretString::from(key)),
+        ..fx.secrets()
+    };
+    let state = App::build(fx.config.clone(), secrets).expect("state");
+    (release_edge::app(state), token)
 }

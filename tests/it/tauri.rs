@@ -23,7 +23,7 @@ use sha2::{Digest, Sha512};
 use crate::support::{Fixture, TestServer, on_free_port, pattern, read};
 
 /// The longest any client step (check or download) may take.
-const LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const LIMIT: Duration = Duration::from_secs(30);
 
 /// Tauri's endpoint template, as an app would configure it.
 const ENDPOINT: &str = "/update/{{target}}/{{arch}}/{{current_version}}";
@@ -35,22 +35,22 @@ const RELEASE_UNIX: i64 = 1_773_480_413;
 const APPIMAGE: &str = "App-1.1.0.AppImage";
 
 /// A minisign key pair made for one test; no key material lives in the repository.
-struct Keys(minisign::KeyPair);
+pub(crate) struct Keys(minisign::KeyPair);
 
 impl Keys {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(minisign::KeyPair::generate_unencrypted_keypair().expect("minisign key pair"))
     }
 
     /// What an app embeds as `pubkey`: the base64 of the public key file's text.
-    fn pubkey(&self) -> String {
+    pub(crate) fn pubkey(&self) -> String {
         let text = self.0.pk.to_box().expect("public key box").into_string();
         BASE64.encode(text)
     }
 
     /// What the Tauri bundler writes as `{artifact}.sig`: the base64 of the minisign
     /// signature file's text.
-    fn sign(&self, name: &str, bytes: &[u8]) -> String {
+    pub(crate) fn sign(&self, name: &str, bytes: &[u8]) -> String {
         let trusted = format!("timestamp:{RELEASE_UNIX}\tfile:{name}");
         let signature = minisign::sign(
             Some(&self.0.pk),
@@ -129,7 +129,7 @@ fn updater(
 }
 
 /// Runs a blocking client step off the runtime, bounded by [`LIMIT`].
-async fn blocking<T: Send + 'static>(step: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn blocking<T: Send + 'static>(step: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::time::timeout(
         LIMIT + Duration::from_secs(5),
         tokio::task::spawn_blocking(step),

@@ -24,7 +24,8 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use crate::support::{
-    Fixture, TestServer, admin_releases, admin_router, entry, get, on_free_port, repo_root,
+    Fixture, TestServer, admin_releases, admin_router, entry, get, on_free_port, private_router,
+    repo_root,
 };
 
 /// The longest a client step may take.
@@ -569,4 +570,42 @@ async fn latest_and_the_admin_api_know_velopack_releases() {
         reply.header("location"),
         format!("{base}/releases/v1.1.0/App.AppImage")
     );
+}
+
+#[tokio::test]
+async fn a_private_channel_s_feed_needs_a_token_and_its_packages_are_signed() {
+    let (mut fx, _server) = published().await;
+    let (router, token) = private_router(&mut fx, "latest");
+    let feed = "/velopack/latest/releases.linux.json?localVersion=1.0.0&id=App&stagingId=x";
+    let package = "/velopack/latest/App-1.2.0-linux-full.nupkg";
+    for path in [feed, package] {
+        let refused = get(&router, path, &[]).await;
+        assert_eq!(refused.status, 401, "{path}");
+    }
+    // Velopack's HttpSource replaces the base URL's query: its apps send the header.
+    let auth = format!("Bearer {token}");
+    let reply = get(&router, feed, &[("authorization", &auth)]).await;
+    assert_eq!(reply.status, 200);
+    let names: Vec<serde_json::Value> = reply.json()["Assets"]
+        .as_array()
+        .expect("assets")
+        .iter()
+        .map(|a| a["FileName"].clone())
+        .collect();
+    assert_eq!(
+        names[..2],
+        ["App-1.2.0-linux-delta.nupkg", "App-1.2.0-linux-full.nupkg"]
+    );
+    let redirect = get(&router, package, &[("authorization", &auth)]).await;
+    assert_eq!(redirect.status, 302);
+    assert_eq!(redirect.header("cache-control"), "private, no-store");
+    let location = redirect.header("location");
+    let prefix = format!(
+        "{}/releases/v1.2.0/App-1.2.0-linux-full.nupkg?sig=",
+        fx.config.public_url
+    );
+    assert!(location.starts_with(&prefix), "{location}");
+    let download = get(&router, &location[fx.config.public_url.len()..], &[]).await;
+    assert_eq!(download.status, 200);
+    assert_eq!(download.body, zip(&full_entries("1.2.0")));
 }

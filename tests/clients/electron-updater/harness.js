@@ -19,6 +19,10 @@
 //     where electron-updater keeps its staging user id (userData/.updaterId), which it
 //     sends as `x-user-staging-id` and uses for `stagingPercentage`.
 //
+// "channel" ("beta") goes into app-update.yml: the app reads `beta-linux.yml` (or `beta.yml`).
+// "requestHeaders" ({"Authorization": "Bearer ..."}) are set as autoUpdater.requestHeaders, as
+// an app of a private channel does; a token may instead ride in feedUrl as `?token=`.
+//
 // "updater": "appimage" (default) is AppImageUpdater: the `autoUpdater` electron-updater gives
 // a Linux app (an AppImage, no package-type file). It downloads without installing, and it is
 // the Linux updater with a differential download: FileWithEmbeddedBlockMapDifferentialDownloader
@@ -108,7 +112,8 @@ async function update(config) {
   fs.mkdirSync(process.resourcesPath, { recursive: true });
   fs.writeFileSync(
     path.join(process.resourcesPath, "app-update.yml"),
-    `provider: generic\nurl: ${JSON.stringify(config.feedUrl)}\nupdaterCacheDirName: sample-app-updater\n`,
+    `provider: generic\nurl: ${JSON.stringify(config.feedUrl)}\nupdaterCacheDirName: sample-app-updater\n` +
+      (config.channel == null ? "" : `channel: ${JSON.stringify(config.channel)}\n`),
   );
   process.env.XDG_CACHE_HOME = path.join(config.workDir, "cache");
   const kind = config.updater || "appimage";
@@ -145,6 +150,11 @@ async function update(config) {
     updater._testOnlyOptions = { platform: "win32", isUseDifferentialDownload: Boolean(config.differential) };
   }
   updater.logger = logger;
+  if (config.requestHeaders != null) {
+    // What an app of a private channel sets (autoUpdater.requestHeaders): electron-updater
+    // sends them with the feed request and with every download.
+    updater.requestHeaders = config.requestHeaders;
+  }
   updater.autoDownload = false;
   updater.autoInstallOnAppQuit = false;
   updater.disableDifferentialDownload = !config.differential;
