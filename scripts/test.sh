@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what the suite needs on a fresh Debian machine
-# (real clients: curl, aria2c, and electron-updater run by Node with its npm packages; nginx
+# (real clients: curl, aria2c, electron-updater run by Node with its npm packages, Velopack's
+# client built by cargo; nginx
 # as the CDN in front; Prometheus), checks deploy/observability/, then runs every test. Run
 # from anywhere.
 set -euo pipefail
@@ -32,5 +33,11 @@ fi
 # Alert rules, their unit tests and the dashboard (installs Prometheus, which the end-to-end
 # test `prometheus::` also runs, and the pinned grafana-foundation-sdk).
 ./scripts/check-observability.sh
+
+# Velopack's client (tests/clients/velopack, its own lock file), into the same target dir so
+# that the dependencies it shares with release-edge are built once; tests/it/velopack.rs
+# runs it.
+cargo build --locked --quiet --manifest-path tests/clients/velopack/Cargo.toml \
+    --target-dir "${CARGO_TARGET_DIR:-target}"
 
 cargo test --locked "$@"

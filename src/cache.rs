@@ -37,8 +37,10 @@ use crate::origin::{Found, OriginError, OriginName, Origins};
 use crate::release::channel::Channel;
 use crate::release::electron::{ChannelFile, ElectronManifest};
 use crate::release::policy::ChannelPolicy;
+use crate::release::sparkle::Appcast;
 use crate::release::squirrel::SquirrelReleases;
 use crate::release::tauri::TauriManifest;
+use crate::release::velopack::{self, VelopackFeed, VelopackInstallers};
 use crate::store::ObjectKey;
 use crate::store::key::{KeyHasher, KeyKind};
 use prometheus::IntCounter;
@@ -62,6 +64,12 @@ pub enum Manifest {
     Tauri(Arc<TauriManifest>),
     /// A Squirrel.Windows `RELEASES` file.
     Squirrel(Arc<SquirrelReleases>),
+    /// A Velopack feed, `releases.{channel}.json`.
+    Velopack(Arc<VelopackFeed>),
+    /// A Velopack version's installers, `assets.{channel}.json`.
+    VelopackInstallers(Arc<VelopackInstallers>),
+    /// A Sparkle appcast, `appcast.xml` / `appcast-{channel}.xml`.
+    Sparkle(Arc<Appcast>),
     /// A signature (`.sig`), trimmed.
     Signature(Arc<str>),
     /// A channel's release policy (`policy/{channel}.json`), parsed once per version of it.
@@ -90,6 +98,12 @@ impl Manifest {
                     None
                 }
             }
+        } else if velopack::feed_channel(name).is_some() {
+            VelopackFeed::parse(bytes).map(|m| Manifest::Velopack(Arc::new(m)))
+        } else if velopack::assets_channel(name).is_some() {
+            VelopackInstallers::parse(bytes).map(|m| Manifest::VelopackInstallers(Arc::new(m)))
+        } else if name.ends_with(".xml") {
+            Appcast::parse(bytes, public_url).map(|m| Manifest::Sparkle(Arc::new(m)))
         } else if name.ends_with(".json") {
             TauriManifest::parse(bytes, public_url).map(|m| Manifest::Tauri(Arc::new(m)))
         } else if name.starts_with("RELEASES") {
@@ -466,6 +480,8 @@ pub enum ChannelManifest {
     Squirrel,
     /// `policy/{channel}.json`: the channel's release policy.
     Policy,
+    /// `releases/latest/appcast.xml` (`latest`) or `appcast-{channel}.xml`: Sparkle.
+    Sparkle,
 }
 
 /// Most keys remembered per kind: channel names come from requests, so the memory is
@@ -493,6 +509,7 @@ impl ManifestKeys {
             ChannelManifest::Squirrel if channel.is_latest() => latest_key("RELEASES"),
             ChannelManifest::Squirrel => latest_key(&format!("RELEASES-{channel}")),
             ChannelManifest::Policy => ObjectKey::policy(channel),
+            ChannelManifest::Sparkle => latest_key(&crate::release::sparkle::file_name(channel)),
         })
     }
 }

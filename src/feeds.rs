@@ -15,8 +15,10 @@ use crate::release::channel::Channel;
 use crate::release::electron::{ChannelFile, ElectronManifest};
 use crate::release::platform::{Arch, Format, Platform, packager_format};
 use crate::release::policy::Which;
+use crate::release::sparkle::{self, Appcast};
 use crate::release::squirrel::SquirrelReleases;
 use crate::release::tauri::TauriManifest;
+use crate::release::velopack::{self, VelopackFeed};
 use crate::release::{Available, ReleaseFile, choose_file, rollout};
 use crate::response::feed::FeedBody;
 use crate::state::App;
@@ -163,6 +165,158 @@ pub async fn squirrel_releases(
     Ok(match manifest(app, &key, Need::Required).await? {
         Some(Manifest::Squirrel(releases)) => Some(releases),
         _ => None,
+    })
+}
+
+/// Velopack's feed `releases/latest/releases.{velopack_channel}.json`.
+pub async fn velopack_feed(
+    app: &App,
+    velopack_channel: &str,
+) -> Result<Option<Arc<VelopackFeed>>, AppError> {
+    velopack_feed_by(app, velopack_channel, Need::Required).await
+}
+
+/// Velopack's feed of `velopack_channel`, as a probe among candidates ([`Need::Optional`]).
+async fn velopack_feed_if_any(
+    app: &App,
+    velopack_channel: &str,
+) -> Result<Option<Arc<VelopackFeed>>, AppError> {
+    velopack_feed_by(app, velopack_channel, Need::Optional).await
+}
+
+/// `releases/latest/{name}` for a name composed from a request's Velopack channel (checked:
+/// its characters are limited, not its shape).
+fn latest_key(name: &str) -> Result<ObjectKey, AppError> {
+    ObjectKey::from_trusted(format!("releases/latest/{name}"))
+        .map_err(|e| AppError::Internal(format!("bad manifest key {name}: {e}")))
+}
+
+async fn velopack_feed_by(
+    app: &App,
+    velopack_channel: &str,
+    need: Need,
+) -> Result<Option<Arc<VelopackFeed>>, AppError> {
+    let name = format!("releases.{velopack_channel}.json");
+    Ok(match manifest(app, &latest_key(&name)?, need).await? {
+        Some(Manifest::Velopack(feed)) => Some(feed),
+        _ => None,
+    })
+}
+
+/// Where Velopack's client downloads a package it found in a feed: it asks for
+/// `{base URL}/{FileName}`, answered with a redirect to this URL,
+/// `{public_url}/releases/v{version}/{FileName}` (the one place its URL is written).
+/// `velopack_channels`: the feeds to look in, first to last (a package name says its channel
+/// only for some channels). With the URL, the Velopack channel whose feed lists it; `None`
+/// when none of them does.
+pub async fn velopack_package_url(
+    app: &App,
+    velopack_channels: &[String],
+    file_name: &str,
+) -> Result<Option<(String, String)>, AppError> {
+    for channel in velopack_channels {
+        if let Some(feed) = velopack_feed_if_any(app, channel).await?
+            && let Some(version) = feed.package_version(file_name)
+        {
+            let url = crate::release::absolute_artifact_url(
+                &app.config.public_url,
+                &version.to_string(),
+                file_name,
+            );
+            return Ok(Some((url, channel.clone())));
+        }
+    }
+    Ok(None)
+}
+
+/// Sparkle's appcast of `channel` (`releases/latest/appcast.xml`, `appcast-{channel}.xml`).
+pub async fn sparkle_appcast(
+    app: &App,
+    channel: &Channel,
+) -> Result<Option<Arc<Appcast>>, AppError> {
+    let key = app.keys.of_channel(channel, ChannelManifest::Sparkle);
+    Ok(match manifest(app, &key, Need::Required).await? {
+        Some(Manifest::Sparkle(appcast)) => Some(appcast),
+        _ => None,
+    })
+}
+
+/// A Velopack feed for a client on `client` (`None`: not known), under the policy of the
+/// release-edge channel the Velopack channel belongs to (`win` → `latest`, SPEC §2.6);
+/// `id`: its rollout identity (Velopack's `stagingId` first). Without a policy, the feed as
+/// stored, URLs absolute.
+pub async fn velopack_update(
+    app: &App,
+    velopack_channel: &str,
+    client: Option<&semver::Version>,
+    id: impl FnOnce() -> Option<String>,
+) -> Result<Answer, AppError> {
+    let Some(feed) = velopack_feed(app, velopack_channel).await? else {
+        return Err(AppError::NoRelease {
+            message: format!("no releases.{velopack_channel}.json in the store"),
+            available: Vec::new(),
+        });
+    };
+    let channel = velopack::release_channel(velopack_channel);
+    if let Some(policy) = policy::of_channel(app, &channel).await {
+        let view = app
+            .policies
+            .velopack(velopack_channel, feed, policy)
+            .await?;
+        return Ok(view.answer(client, id));
+    }
+    Ok(Answer {
+        update: match (client, &feed.newest) {
+            (Some(client), Some(newest)) => is_newer(newest, client),
+            _ => false,
+        },
+        body: Some(FeedBody {
+            bytes: feed.rendered.clone(),
+            etag: feed.etag.clone(),
+        }),
+        per_client: false,
+        required: false,
+    })
+}
+
+/// A Sparkle appcast for a client on `client` (`None` on the static feed URL), under the
+/// channel's policy. A signed appcast is always the stored bytes.
+pub async fn sparkle_update(
+    app: &App,
+    channel: &Channel,
+    client: Option<&semver::Version>,
+    id: impl FnOnce() -> Option<String>,
+) -> Result<Answer, AppError> {
+    let Some(appcast) = sparkle_appcast(app, channel).await? else {
+        return Err(AppError::NoRelease {
+            message: format!("no {} in the store", sparkle::file_name(channel)),
+            available: Vec::new(),
+        });
+    };
+    let policy = policy::of_channel(app, channel).await;
+    if !appcast.signed
+        && let Some(policy) = &policy
+    {
+        let view = app
+            .policies
+            .sparkle(channel, appcast, Arc::clone(policy))
+            .await?;
+        return Ok(view.answer(client, id));
+    }
+    let update = match (client, &appcast.newest) {
+        (Some(client), Some(newest)) => is_newer(newest, client),
+        _ => false,
+    };
+    // A signed appcast cannot say so; the header still can.
+    let required = update && policy.is_some_and(|p| client.is_some_and(|c| p.requires_update(c)));
+    Ok(Answer {
+        update,
+        body: Some(FeedBody {
+            bytes: appcast.rendered.clone(),
+            etag: appcast.etag.clone(),
+        }),
+        per_client: false,
+        required,
     })
 }
 
@@ -438,15 +592,22 @@ pub async fn latest_installer(
     platform: Platform,
     arch: Option<Arch>,
     format: Format,
-    id: impl FnOnce() -> Option<String>,
+    id: impl Fn() -> Option<String>,
 ) -> Result<(HeaderValue, bool), AppError> {
-    let found = resolve_channel_file(app, channel, platform, arch, Need::Required).await?;
+    let found = match resolve_channel_file(app, channel, platform, arch, Need::Required).await {
+        Ok(found) => found,
+        // The channel file's origin failed: a Velopack or Sparkle release may still answer.
+        Err(err) => match updater_installer(app, channel, platform, arch, format, &id).await? {
+            Some(found) => return Ok(found),
+            None => return Err(err),
+        },
+    };
     let mut per_client = false;
     if let Some((file, release)) = found {
         let chosen = match policy::of_channel(app, channel).await {
             Some(policy) => {
                 let view = app.policies.electron(app, &file, release, policy).await?;
-                let (chosen, decided) = view.latest(format, arch, id);
+                let (chosen, decided) = view.latest(format, arch, &id);
                 per_client = decided;
                 chosen.map(location)
             }
@@ -456,11 +617,106 @@ pub async fn latest_installer(
             return Ok((location?, per_client));
         }
     }
+    if let Some(found) = updater_installer(app, channel, platform, arch, format, &id).await? {
+        return Ok(found);
+    }
     let arch_text = arch.map_or("any arch", Arch::as_str);
     Err(AppError::NoRelease {
         message: format!("no {format} for {platform}/{arch_text} in channel {channel}"),
         available: available_installers(app, channel).await?,
     })
+}
+
+/// The installer of a channel served by an updater family without electron-builder's
+/// channel file (SPEC §2.6), under the channel's policy: a Sparkle appcast's enclosure
+/// (`.dmg`, or the `.zip` with `?format=zip`), else a Velopack release's installer from its
+/// `assets.{channel}.json` (`-Setup.exe`, `-Setup.pkg`, `.AppImage`, `-Portable.zip`; on
+/// macOS the `.pkg` when no `.dmg` was asked for by name). The flag: a rollout decided it.
+async fn updater_installer(
+    app: &App,
+    channel: &Channel,
+    platform: Platform,
+    arch: Option<Arch>,
+    format: Format,
+    id: impl Fn() -> Option<String>,
+) -> Result<Option<(HeaderValue, bool)>, AppError> {
+    let policy = policy::of_channel(app, channel).await;
+    let fits = |name: &str, wanted: Format| {
+        Format::from_file_name(name) == Some(wanted)
+            && Arch::from_file_name(name)
+                .is_none_or(|named| arch.is_none_or(|a| a == named || named == Arch::Universal))
+    };
+    let location = |url: &str| {
+        HeaderValue::from_str(url)
+            .map_err(|e| AppError::Internal(format!("unencodable download URL: {e}")))
+    };
+    if platform == Platform::Mac
+        && let Some(Manifest::Sparkle(appcast)) = manifest(
+            app,
+            &app.keys.of_channel(channel, ChannelManifest::Sparkle),
+            Need::Optional,
+        )
+        .await?
+    {
+        let (version, per_client) = match &policy {
+            Some(policy) if !appcast.signed => app
+                .policies
+                .sparkle(channel, Arc::clone(&appcast), Arc::clone(policy))
+                .await?
+                .latest(&id),
+            _ => (appcast.newest.clone(), false),
+        };
+        let enclosure = appcast
+            .items
+            .iter()
+            .filter(|item| item.version.is_some() && item.version == version)
+            .filter_map(|item| item.enclosure.as_ref())
+            .find(|e| fits(&sparkle::url_file_name(&e.url), format));
+        if let Some(enclosure) = enclosure {
+            return Ok(Some((location(&enclosure.url)?, per_client)));
+        }
+    }
+    let wanted = match (platform, format) {
+        (Platform::Mac, Format::Dmg) => [Format::Dmg, Format::Pkg],
+        (_, format) => [format, format],
+    };
+    for velopack_channel in velopack::feed_channels(channel, platform) {
+        let Some(feed) = velopack_feed_if_any(app, &velopack_channel).await? else {
+            continue;
+        };
+        let (version, per_client) = match &policy {
+            Some(policy) => app
+                .policies
+                .velopack(&velopack_channel, Arc::clone(&feed), Arc::clone(policy))
+                .await?
+                .latest(&id),
+            None => (feed.newest.clone(), false),
+        };
+        let Some(version) = version else {
+            continue;
+        };
+        let Ok(key) = ObjectKey::from_trusted(format!(
+            "releases/v{version}/assets.{velopack_channel}.json"
+        )) else {
+            continue;
+        };
+        let Some(Manifest::VelopackInstallers(installers)) =
+            manifest(app, &key, Need::Optional).await?
+        else {
+            continue;
+        };
+        for wanted in wanted {
+            if let Some(name) = installers.files.iter().find(|name| fits(name, wanted)) {
+                let url = crate::release::absolute_artifact_url(
+                    &app.config.public_url,
+                    &version.to_string(),
+                    name,
+                );
+                return Ok(Some((location(&url)?, per_client)));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// A file's URL as a `Location` header.

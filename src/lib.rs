@@ -30,6 +30,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod versions;
+pub mod vpk;
 pub mod writer;
 
 pub use router::build as app;

@@ -634,13 +634,14 @@ impl Manager {
             .list(&format!("{RELEASES_PREFIX}/latest"))
             .await?
         {
-            if ChannelFile::parse(&name).is_none_or(|f| &f.channel != channel) {
+            let kind = served_kind(&name);
+            if kind.is_none() || channel_of_file(&name).as_ref() != Some(channel) {
                 continue;
             }
             let key = ObjectKey::from_trusted(format!("{RELEASES_PREFIX}/latest/{name}"))
                 .map_err(|e| ManageError::Other(e.to_string()))?;
             if let Some(bytes) = self.store.get_bytes(&key, MAX_MANIFEST_BYTES).await?
-                && let Some(version) = yaml_version(&bytes)
+                && let Some(version) = kind.and_then(|kind| served_version(kind, &bytes))
             {
                 served.insert(name, version.to_string());
             }
@@ -670,10 +671,9 @@ impl Manager {
             for name in &files {
                 let channel = match ChannelFile::parse(name) {
                     Some(file) => Some(file.channel),
-                    // Tauri's `{channel}.json` (not Velopack's `releases.{channel}.json`).
-                    None if name.ends_with(".json") && !name.starts_with("releases.") => {
-                        channel_of_file(name)
-                    }
+                    // Tauri's `{channel}.json`, and Velopack's `releases.{channel}.json`
+                    // (a `vpk` publish keeps it beside the version).
+                    None if name.ends_with(".json") => channel_of_file(name),
                     None => None,
                 };
                 if let Some(channel) = channel {
@@ -687,6 +687,35 @@ impl Manager {
                 }
             }
             holdings.files.insert(version, files);
+        }
+        // The versions a Velopack feed or a Sparkle appcast of `releases/latest/` lists
+        // belong to its channel (a Sparkle release's folder holds no channel file).
+        for name in self
+            .store
+            .list(&format!("{RELEASES_PREFIX}/latest"))
+            .await?
+        {
+            let (Some(kind @ (ServedKind::Velopack | ServedKind::Sparkle)), Some(channel)) =
+                (served_kind(&name), channel_of_file(&name))
+            else {
+                continue;
+            };
+            let key = ObjectKey::from_trusted(format!("{RELEASES_PREFIX}/latest/{name}"))
+                .map_err(|e| ManageError::Other(e.to_string()))?;
+            let Some(bytes) = self.store.get_bytes(&key, MAX_MANIFEST_BYTES).await? else {
+                continue;
+            };
+            for version in listed_versions(kind, &bytes) {
+                if holdings.files.contains_key(&version) {
+                    holdings
+                        .channels
+                        .entry(channel.clone())
+                        .or_default()
+                        .entry(version)
+                        .or_default()
+                        .insert(name.clone());
+                }
+            }
         }
         Ok(holdings)
     }
@@ -770,6 +799,49 @@ impl Manager {
         versions.sort_by(|a, b| b.version.cmp(&a.version));
         Ok(Inventory { channels, versions })
     }
+}
+
+/// The kinds of `releases/latest/` file that name the version a channel serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServedKind {
+    /// electron-builder's channel file.
+    Electron,
+    /// Velopack's `releases.{channel}.json`.
+    Velopack,
+    /// Sparkle's `appcast[-{channel}].xml`.
+    Sparkle,
+}
+
+fn served_kind(name: &str) -> Option<ServedKind> {
+    if ChannelFile::parse(name).is_some() {
+        Some(ServedKind::Electron)
+    } else if crate::release::velopack::feed_channel(name).is_some() {
+        Some(ServedKind::Velopack)
+    } else if crate::release::sparkle::channel_of_file(name).is_some() {
+        Some(ServedKind::Sparkle)
+    } else {
+        None
+    }
+}
+
+/// The releases a served file lists, newest first: a feed's full packages, an appcast's
+/// items (a channel file names one).
+fn listed_versions(kind: ServedKind, bytes: &[u8]) -> Vec<Version> {
+    match kind {
+        ServedKind::Electron => yaml_version(bytes).into_iter().collect(),
+        ServedKind::Velopack => crate::release::velopack::VelopackFeed::parse(bytes)
+            .map(|feed| feed.full_versions())
+            .unwrap_or_default(),
+        // URLs do not matter here: only the items' versions are read.
+        ServedKind::Sparkle => crate::release::sparkle::Appcast::parse(bytes, "")
+            .map(|appcast| appcast.versions())
+            .unwrap_or_default(),
+    }
+}
+
+/// The version a served file offers: its newest.
+fn served_version(kind: ServedKind, bytes: &[u8]) -> Option<Version> {
+    listed_versions(kind, bytes).into_iter().max()
 }
 
 /// A version's files by platform (`darwin`, `win32`, `linux`), installers and update

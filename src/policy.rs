@@ -33,8 +33,10 @@ use crate::release::channel::Channel;
 use crate::release::electron::{ChannelFile, ElectronManifest};
 use crate::release::platform::{Arch, Format, Platform};
 use crate::release::policy::{self, ChannelPolicy, Decision, Which};
+use crate::release::sparkle::{Appcast, AppcastItem, ItemChange};
 use crate::release::squirrel::SquirrelReleases;
 use crate::release::tauri::TauriManifest;
+use crate::release::velopack::{self, VelopackFeed};
 use crate::release::{ReleaseFile, choose_file};
 use crate::response::feed::FeedBody;
 use crate::state::App;
@@ -117,6 +119,18 @@ impl SameContent for TauriManifest {
 }
 
 impl SameContent for SquirrelReleases {
+    fn same_content(&self, other: &Self) -> bool {
+        self.etag == other.etag
+    }
+}
+
+impl SameContent for VelopackFeed {
+    fn same_content(&self, other: &Self) -> bool {
+        self.etag == other.etag
+    }
+}
+
+impl SameContent for Appcast {
     fn same_content(&self, other: &Self) -> bool {
         self.etag == other.etag
     }
@@ -274,6 +288,9 @@ pub struct Policies {
     electron: Views<ChannelFile, ElectronManifest, ElectronView>,
     tauri: Views<Channel, TauriManifest, TauriView>,
     squirrel: Views<Channel, SquirrelReleases, SquirrelView>,
+    /// By Velopack channel (`win`, `beta`, ...): its feed file.
+    velopack: Views<String, VelopackFeed, VelopackView>,
+    sparkle: Views<Channel, Appcast, SparkleView>,
     first_listing: tokio::sync::OnceCell<()>,
 }
 
@@ -283,6 +300,8 @@ impl Default for Policies {
             electron: Views::new(),
             tauri: Views::new(),
             squirrel: Views::new(),
+            velopack: Views::new(),
+            sparkle: Views::new(),
             first_listing: tokio::sync::OnceCell::new(),
         }
     }
@@ -362,6 +381,45 @@ impl Policies {
         self.squirrel
             .get(channel, inputs, |inputs| async move {
                 Ok(SquirrelView::build(&inputs))
+            })
+            .await
+    }
+
+    /// The view of the Velopack feed `releases.{velopack_channel}.json` (which lists the
+    /// channel's history itself: no listing needed).
+    pub async fn velopack(
+        &self,
+        velopack_channel: &str,
+        latest: Arc<VelopackFeed>,
+        policy: Arc<ChannelPolicy>,
+    ) -> Result<Arc<VelopackView>, AppError> {
+        let inputs = Inputs {
+            latest,
+            listing: None,
+            policy,
+        };
+        self.velopack
+            .get(&velopack_channel.to_owned(), inputs, |inputs| async move {
+                Ok(VelopackView::build(&inputs))
+            })
+            .await
+    }
+
+    /// The view of the channel's Sparkle appcast (its items are the channel's history).
+    pub async fn sparkle(
+        &self,
+        channel: &Channel,
+        latest: Arc<Appcast>,
+        policy: Arc<ChannelPolicy>,
+    ) -> Result<Arc<SparkleView>, AppError> {
+        let inputs = Inputs {
+            latest,
+            listing: None,
+            policy,
+        };
+        self.sparkle
+            .get(channel, inputs, |inputs| async move {
+                Ok(SparkleView::build(&inputs))
             })
             .await
     }
@@ -793,6 +851,209 @@ impl SquirrelView {
             _ => (&self.below_current, self.previous.as_ref()),
         };
         let update = newest.is_some_and(|v| is_newer(v, client));
+        Answer {
+            body: Some(body.clone()),
+            update,
+            per_client: decision.per_client,
+            required: decision.required && update,
+        }
+    }
+}
+
+/// The current release and the one before it among a feed's own `versions` (a `RELEASES`-like
+/// history: Velopack's full packages, Sparkle's items), under `policy`: the first two of
+/// [`policy::candidates`] from the newest.
+fn current_and_previous_of(
+    policy: &ChannelPolicy,
+    versions: &[Version],
+) -> (Option<(Version, String)>, Option<Version>) {
+    let Some(newest) = versions.iter().max() else {
+        return (None, None);
+    };
+    let mut found = policy::candidates(policy, newest, versions, 2).into_iter();
+    let current = found.next().map(|v| {
+        let label = v.to_string();
+        (v, label)
+    });
+    (current, found.next())
+}
+
+/// A history feed's two bodies under a policy: up to the current release, and below it
+/// (for the clients a rollout leaves out, or a halt), with the versions they end at.
+struct TwoBodies {
+    policy: Arc<ChannelPolicy>,
+    current: Option<(Version, String)>,
+    previous: Option<Version>,
+    up_to_current: FeedBody,
+    below_current: FeedBody,
+}
+
+impl TwoBodies {
+    /// The version a visitor of `/latest` (no version of its own) is offered, and whether a
+    /// rollout decided it for that visitor.
+    fn offered_to_new_user(&self, id: impl FnOnce() -> Option<String>) -> (Option<Version>, bool) {
+        let (_, newest, decision) = self.answer(None, id);
+        (newest.cloned(), decision.per_client)
+    }
+
+    /// What a client on `client` (`None`: not known, a new user) gets: the body, the
+    /// version it ends at, and the decision.
+    fn answer(
+        &self,
+        client: Option<&Version>,
+        id: impl FnOnce() -> Option<String>,
+    ) -> (&FeedBody, Option<&Version>, Decision) {
+        let decision = decide(
+            &self.policy,
+            self.current.as_ref().map(|(v, label)| (v, label.as_str())),
+            self.previous.is_some(),
+            client,
+            id,
+        );
+        match decision.offer {
+            Some(Which::Current) => (
+                &self.up_to_current,
+                self.current.as_ref().map(|c| &c.0),
+                decision,
+            ),
+            _ => (&self.below_current, self.previous.as_ref(), decision),
+        }
+    }
+}
+
+/// A Velopack feed under a policy: the packages up to the release offered, yanked versions
+/// and the deltas above them left out (Velopack applies every delta above its version: a
+/// chain with a gap would rebuild the wrong package; it takes the full package instead).
+pub struct VelopackView {
+    bodies: TwoBodies,
+    /// `{"Assets":[]}`: for a client newer than anything offered (a yanked version's users:
+    /// no downgrade, even for a client that allows downgrades).
+    nothing: FeedBody,
+}
+
+impl VelopackView {
+    fn build(inputs: &Inputs<VelopackFeed>) -> Self {
+        let policy = &inputs.policy;
+        let feed = &inputs.latest;
+        let (current, previous) = current_and_previous_of(policy, &feed.full_versions());
+        let keep = |v: &Version| !policy.is_yanked(v);
+        let (up_to_current, below_current) = match &current {
+            Some((current, _)) => (
+                feed.filtered(current, keep),
+                match &previous {
+                    Some(previous) => feed.filtered(previous, keep),
+                    None => feed.filtered(current, |v| keep(v) && v < current),
+                },
+            ),
+            None => (velopack::empty_feed(), velopack::empty_feed()),
+        };
+        Self {
+            bodies: TwoBodies {
+                policy: Arc::clone(policy),
+                current,
+                previous,
+                up_to_current: FeedBody::new(up_to_current),
+                below_current: FeedBody::new(below_current),
+            },
+            nothing: FeedBody::new(velopack::empty_feed()),
+        }
+    }
+
+    /// The version whose installer `/latest` gives a visitor (`id`: its rollout identity),
+    /// and whether a rollout decided it for that visitor.
+    pub fn latest(&self, id: impl FnOnce() -> Option<String>) -> (Option<Version>, bool) {
+        self.bodies.offered_to_new_user(id)
+    }
+
+    /// The feed for a client on `client` (`None`: its version is not known).
+    pub fn answer(&self, client: Option<&Version>, id: impl FnOnce() -> Option<String>) -> Answer {
+        let (body, newest, decision) = self.bodies.answer(client, id);
+        let body = match (client, newest) {
+            (Some(client), Some(newest)) if is_newer(client, newest) => &self.nothing,
+            _ => body,
+        };
+        let update = match (client, newest) {
+            (Some(client), Some(newest)) => is_newer(newest, client),
+            _ => false,
+        };
+        Answer {
+            body: Some(body.clone()),
+            update,
+            per_client: decision.per_client,
+            required: decision.required && update,
+        }
+    }
+}
+
+/// A Sparkle appcast under a policy: the items up to the release offered, yanked ones left
+/// out, `sparkle:criticalUpdate` on the items at or above `minimum_version` (Sparkle then
+/// marks the update critical for apps below it), the policy's notes in place of the items'.
+/// A signed appcast is never edited (the view holds it as it is).
+pub struct SparkleView {
+    bodies: TwoBodies,
+}
+
+impl SparkleView {
+    fn build(inputs: &Inputs<Appcast>) -> Self {
+        let policy = &inputs.policy;
+        let appcast = &inputs.latest;
+        let (current, previous) = current_and_previous_of(policy, &appcast.versions());
+        let critical = policy
+            .minimum_version
+            .as_ref()
+            .and_then(|minimum| Some((minimum, appcast.critical_build(minimum)?)));
+        let change = |item: &AppcastItem| ItemChange {
+            critical_below: critical.as_ref().and_then(|(minimum, build)| {
+                item.version
+                    .as_ref()
+                    .filter(|v| v.cmp_precedence(minimum) != std::cmp::Ordering::Less)
+                    .map(|_| build.as_str())
+            }),
+            notes: item.version.as_ref().and_then(|v| policy.notes_for(v)),
+        };
+        let up_to = |newest: Option<&Version>, below: bool| {
+            appcast.render(
+                |item| match (&item.version, newest) {
+                    (None, _) => true,
+                    (Some(v), Some(newest)) => {
+                        !policy.is_yanked(v) && if below { v < newest } else { v <= newest }
+                    }
+                    (Some(_), None) => false,
+                },
+                change,
+            )
+        };
+        let current_version = current.as_ref().map(|c| &c.0);
+        let up_to_current = up_to(current_version, false);
+        let below_current = match &previous {
+            Some(previous) => up_to(Some(previous), false),
+            None => up_to(current_version, true),
+        };
+        Self {
+            bodies: TwoBodies {
+                policy: Arc::clone(policy),
+                current,
+                previous,
+                up_to_current: FeedBody::new(up_to_current),
+                below_current: FeedBody::new(below_current),
+            },
+        }
+    }
+
+    /// The version whose `.dmg` `/latest` gives a visitor (`id`: its rollout identity), and
+    /// whether a rollout decided it for that visitor.
+    pub fn latest(&self, id: impl FnOnce() -> Option<String>) -> (Option<Version>, bool) {
+        self.bodies.offered_to_new_user(id)
+    }
+
+    /// The appcast for a client on `client` (`None` on the static feed URL: Sparkle sends no
+    /// version, and never downgrades).
+    pub fn answer(&self, client: Option<&Version>, id: impl FnOnce() -> Option<String>) -> Answer {
+        let (body, newest, decision) = self.bodies.answer(client, id);
+        let update = match (client, newest) {
+            (Some(client), Some(newest)) => is_newer(newest, client),
+            _ => false,
+        };
         Answer {
             body: Some(body.clone()),
             update,

@@ -215,13 +215,33 @@ pub struct Summary {
     pub channel_manifests: Vec<String>,
 }
 
-/// Publishes the folder `dir` as `version` on `channel`.
+/// Whether `dir` holds an electron-builder channel file of `channel`.
+fn has_channel_file(dir: &Path, channel: &Channel) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(ChannelFile::parse)
+                .is_some_and(|f| &f.channel == channel)
+        })
+    })
+}
+
+/// Publishes the folder `dir` as `version` on `channel`: an electron-builder output folder,
+/// or a `vpk pack` one (`crate::vpk`).
 pub async fn publish(
     store: &Store,
     dir: &Path,
     version: &str,
     channel: &str,
 ) -> anyhow::Result<Summary> {
+    // A `vpk pack` folder (Velopack) has its own feed and checks, and the same order.
+    let parsed_channel = Channel::parse(channel)?;
+    if crate::vpk::is_vpk_folder(dir, &parsed_channel) && !has_channel_file(dir, &parsed_channel) {
+        let version = parse_version(version)
+            .with_context(|| format!("`{version}` is not a semver version"))?;
+        return crate::vpk::publish(store, dir, &version, &parsed_channel).await;
+    }
     let dir = dir.to_path_buf();
     let (version_text, channel_text) = (version.to_owned(), channel.to_owned());
     let plan =

@@ -5,7 +5,7 @@ use axum::handler::Handler;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodRouter, get, post};
 
-use crate::handlers::{self, admin, health, latest, releases, update};
+use crate::handlers::{self, admin, health, latest, releases, sparkle, update, velopack};
 use crate::middleware;
 use crate::state::AppState;
 
@@ -25,6 +25,8 @@ pub fn build(state: AppState) -> Router {
             "/update/{platform}/{arch}/{version}/{file}",
             get(update::feed_file),
         )
+        .route("/velopack/{base}/{file}", get(velopack::feed))
+        .route("/sparkle/{channel}/appcast.xml", get(sparkle::appcast))
         .fallback(handlers::not_found);
     // The admin API is here unless it has its own listener; without tokens it is off (its
     // paths are unmatched: 404).

@@ -107,20 +107,27 @@ impl Listing {
 }
 
 /// The channel a file of `releases/latest/` serves: electron-builder's channel files
-/// (`beta-mac.yml`), Tauri's `{channel}.json`, Velopack's `releases.{channel}.json`,
+/// (`beta-mac.yml`), Tauri's `{channel}.json`, Velopack's `releases.{channel}.json` (its
+/// channel's: `releases.win.json` serves `latest`), Sparkle's `appcast[-{channel}].xml`,
 /// Squirrel.Windows' `RELEASES` (the `latest` channel) and `RELEASES-{channel}`.
 pub fn channel_of_file(name: &str) -> Option<Channel> {
     if name.ends_with(".yml") {
         return ChannelFile::parse(name).map(|file| file.channel);
     }
+    if let Some(velopack_channel) = crate::release::velopack::feed_channel(name) {
+        // `win`, `osx`, `linux` serve `latest`; `win-beta` serves `beta`.
+        return Some(crate::release::velopack::release_channel(velopack_channel));
+    }
+    if name.ends_with(".xml") {
+        return crate::release::sparkle::channel_of_file(name);
+    }
     let channel = if name == "RELEASES" {
         "latest"
     } else if let Some(channel) = name.strip_prefix("RELEASES-") {
         channel
-    } else if let Some(stem) = name.strip_suffix(".json") {
-        stem.strip_prefix("releases.").unwrap_or(stem)
     } else {
-        return None;
+        // Tauri's `{channel}.json`.
+        name.strip_suffix(".json")?
     };
     Channel::parse(channel).ok()
 }
@@ -346,7 +353,11 @@ mod tests {
             ("RELEASES", Some("latest")),
             ("RELEASES-beta", Some("beta")),
             ("RELEASES-Beta", None),
-            ("appcast.xml", None),
+            ("releases.win.json", Some("latest")),
+            ("releases.osx-beta.json", Some("beta")),
+            ("appcast.xml", Some("latest")),
+            ("appcast-beta.xml", Some("beta")),
+            ("feed.xml", None),
             ("notes.txt", None),
             ("UPPER.json", None),
         ];

@@ -4,7 +4,9 @@ pub mod admin;
 pub mod health;
 pub mod latest;
 pub mod releases;
+pub mod sparkle;
 pub mod update;
+pub mod velopack;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

@@ -18,6 +18,7 @@ use crate::release::channel::Channel;
 use crate::release::electron::ChannelFile;
 use crate::release::parse_version;
 use crate::release::platform::{Arch, DetectError, Platform};
+use crate::release::velopack;
 use crate::response::feed::{FeedBody, FeedCaching, feed_response, label_for_cdn};
 use crate::state::{App, AppState};
 
@@ -31,6 +32,9 @@ const TEXT: &str = "text/plain; charset=utf-8";
 pub struct UpdateQuery {
     channel: Option<String>,
     id: Option<String>,
+    /// Velopack's rollout identity (its `id` is the app's, the same for every install).
+    #[serde(rename = "stagingId")]
+    staging_id: Option<String>,
     /// A private channel's token, for clients that cannot set `Authorization`.
     token: Option<String>,
 }
@@ -73,9 +77,20 @@ fn admit(
     headers: &HeaderMap,
     extensions: &Extensions,
 ) -> Result<(), AppError> {
+    admit_with(app, channel, query.token.as_deref(), headers, extensions)
+}
+
+/// [`admit`] for any feed: `token` is the request's `?token=`.
+pub(crate) fn admit_with(
+    app: &App,
+    channel: &Channel,
+    token: Option<&str>,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Result<(), AppError> {
     app.access.channel(channel, || {
         Credentials::from_request(headers, None, super::client_ip(app, headers, extensions))
-            .or_token(query.token.as_deref())
+            .or_token(token)
     })?;
     Ok(())
 }
@@ -90,20 +105,42 @@ fn wants_json(headers: &HeaderMap) -> bool {
 
 /// Counts an answered update check, and the version the client runs (adoption).
 fn count(app: &App, protocol: &str, channel: &Channel, client: &Client, update: bool) {
+    count_check(
+        app,
+        protocol,
+        channel,
+        [client.platform.as_str(), client.arch.as_str()],
+        Some(&client.version),
+        update,
+    );
+}
+
+/// Counts an answered update check of any protocol: `[platform, arch]` labels (`other` when
+/// the client did not say), and the version it runs when it said.
+pub(crate) fn count_check(
+    app: &App,
+    protocol: &str,
+    channel: &Channel,
+    [platform, arch]: [&str; 2],
+    version: Option<&semver::Version>,
+    update: bool,
+) {
     app.metrics
         .update_checks
         .with_label_values(&[
             protocol,
-            client.platform.as_str(),
-            client.arch.as_str(),
+            platform,
+            arch,
             if update { "update" } else { "none" },
         ])
         .inc();
-    let known = app.known_versions.current();
-    app.metrics
-        .client_versions
-        .with_label_values(&known.adoption_labels(channel.as_str(), &client.version))
-        .inc();
+    if let Some(version) = version {
+        let known = app.known_versions.current();
+        app.metrics
+            .client_versions
+            .with_label_values(&known.adoption_labels(channel.as_str(), version))
+            .inc();
+    }
 }
 
 /// Marks a feed answer for `release_edge_served_bytes_total`: rendered from the manifest
@@ -157,7 +194,7 @@ const VARY_PER_CLIENT: &str = "Accept, X-Client-Id, X-User-Staging-Id";
 /// The response of a feed answer: a rollout's per-client answer is `private` (and says
 /// what it varies on), a required update says so in `X-Update-Required`; labelled with the
 /// channel for the CDN.
-fn answered(
+pub(crate) fn answered(
     app: &App,
     headers: &HeaderMap,
     answer: Answer,
@@ -201,6 +238,41 @@ pub async fn feed_file(
     let parts = request.into_parts().0;
     let (headers, extensions) = (&parts.headers, &parts.extensions);
     let client = parse_client(&platform, &arch, &version)?;
+    if let Some(velopack_channel) = velopack::feed_channel(&file) {
+        let id = || rollout_identity(&app, query.staging_id.as_deref(), headers, extensions);
+        let labels = [client.platform.as_str(), client.arch.as_str()];
+        return super::velopack::respond(
+            &app,
+            velopack_channel,
+            labels,
+            Some(&client.version),
+            headers,
+            |c| admit(&app, c, &query, headers, extensions),
+            id,
+        )
+        .await;
+    }
+    if file.ends_with(".nupkg") {
+        // Squirrel.Windows' RELEASES names absolute URLs: a package asked for here is one a
+        // Velopack client found in the feed beside it.
+        let os = velopack::default_channel(client.platform);
+        let admit = |c: &Channel| admit(&app, c, &query, headers, extensions);
+        return super::velopack::package(&app, &file, &[os], admit).await;
+    }
+    if file == "appcast.xml" {
+        if client.platform != Platform::Mac {
+            return Err(AppError::NotFound(format!(
+                "appcast.xml is Sparkle's feed, for macOS (/update/darwin/...), not {}",
+                client.platform
+            )));
+        }
+        let channel = channel(&query)?;
+        admit(&app, &channel, &query, headers, extensions)?;
+        let id = || client_id(&app, &query, headers, extensions);
+        let labels = [client.platform.as_str(), client.arch.as_str()];
+        return super::sparkle::respond(&app, &channel, labels, Some(&client.version), headers, id)
+            .await;
+    }
     if file == "RELEASES" {
         let channel = channel(&query)?;
         admit(&app, &channel, &query, headers, extensions)?;

@@ -7,8 +7,10 @@ pub mod electron;
 pub mod platform;
 pub mod policy;
 pub mod rollout;
+pub mod sparkle;
 pub mod squirrel;
 pub mod tauri;
+pub mod velopack;
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::Serialize;

@@ -654,3 +654,52 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A router on `fx`'s store with the admin API on, and the `Authorization` value of its one
+/// token (made at run time).
+pub fn admin_router(fx: &Fixture) -> (axum::Router, String) {
+    let token = format!("{:032x}", fastrand::u128(..));
+    let secrets = Secrets {
+        admin_tokens: release_edge::config::AdminToken::parse_list(&format!("alice:{token}")),
+        ..fx.secrets()
+    };
+    let state = App::build(fx.config.clone(), secrets).expect("state");
+    (release_edge::app(state), format!("Bearer {token}"))
+}
+
+/// The entry named `name` (by `key`) of the JSON list `list`.
+pub fn entry<'a>(list: &'a serde_json::Value, key: &str, name: &str) -> &'a serde_json::Value {
+    list.as_array()
+        .unwrap_or_else(|| panic!("a list: {list}"))
+        .iter()
+        .find(|e| e[key] == name)
+        .unwrap_or_else(|| panic!("no {key} {name} in {list}"))
+}
+
+/// `GET /admin/releases` with `auth`, which must answer `200`: its JSON body.
+pub async fn admin_releases(router: &axum::Router, auth: &str) -> serde_json::Value {
+    let reply = get(router, "/admin/releases", &[("authorization", auth)]).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()
+}
+
+/// A router on `fx`'s store with `channel` private, and a token of it (made at run time).
+pub fn private_router(fx: &mut Fixture, channel: &str) -> (axum::Router, String) {
+    let token = format!("{:032x}", fastrand::u128(..));
+    let key = format!("{:032x}", fastrand::u128(..));
+    fx.config.access.private_channels = vec![channel.to_owned()];
+    let secrets = Secrets {
+        access_tokens: Some(secrecy::SecretString::from(format!(
+            "{channel}:tester:{token}"
+        ))),
+        url_signing_key: Some(secrecy::SecretString::from(key)),
+        ..fx.secrets()
+    };
+    let state = App::build(fx.config.clone(), secrets).expect("state");
+    (release_edge::app(state), token)
+}
