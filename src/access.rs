@@ -438,12 +438,12 @@ impl Access {
     /// Lists `releases/{dir}/` and decides which private channels own it (module doc).
     async fn classify(&self, dir: &str) -> Result<Arc<[Channel]>, StoreError> {
         let listed: Vec<Channel> = match self.origins.store() {
-            Some(store) => store
-                .list_sized(&format!("{RELEASES_PREFIX}/{dir}"))
-                .await?
-                .iter()
-                .filter_map(|(name, _)| channel_of_file(name))
-                .collect(),
+            Some(store) => {
+                let names = store
+                    .list_sized(&format!("{RELEASES_PREFIX}/{dir}"))
+                    .await?;
+                folder_channels(names.iter().map(|(name, _)| name.as_str()))
+            }
             None => Vec::new(),
         };
         let mut channels: Vec<Channel> = Vec::new();
@@ -556,9 +556,44 @@ fn parse_tokens(
     Ok(entries)
 }
 
+/// The channels the channel files of a version's folder name. A Velopack release's legacy
+/// `RELEASES`/`RELEASES-{channel}` (written by `vpk` beside `releases.{channel}.json` for old
+/// Squirrel clients) belongs to that feed's channel: read as a Squirrel.Windows channel file
+/// it would name `latest` or `win-beta`, and make a private Velopack release public.
+fn folder_channels<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Vec<Channel> {
+    let velopack = names
+        .clone()
+        .any(|name| crate::release::velopack::feed_channel(name).is_some());
+    names
+        .filter(|name| !(velopack && (*name == "RELEASES" || name.starts_with("RELEASES-"))))
+        .filter_map(channel_of_file)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_velopack_folder_belongs_to_its_feeds_channels() {
+        let names = |list: &[&'static str]| folder_channels(list.iter().copied());
+        let beta = || Channel::parse("beta").unwrap();
+        assert_eq!(
+            names(&[
+                "releases.win-beta.json",
+                "RELEASES-win-beta",
+                "App-1.0.0-win-beta-full.nupkg"
+            ]),
+            [beta()]
+        );
+        assert_eq!(
+            names(&["releases.win.json", "RELEASES"]),
+            [Channel::latest()]
+        );
+        // Squirrel.Windows alone: its RELEASES names the channel.
+        assert_eq!(names(&["RELEASES-beta", "App-1.0.0-full.nupkg"]), [beta()]);
+        assert_eq!(names(&["RELEASES"]), [Channel::latest()]);
+    }
 
     fn private(names: &[&str]) -> Vec<Channel> {
         names.iter().map(|n| Channel::parse(n).unwrap()).collect()

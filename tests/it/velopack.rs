@@ -578,7 +578,15 @@ async fn a_private_channel_s_feed_needs_a_token_and_its_packages_are_signed() {
     let (router, token) = private_router(&mut fx, "latest");
     let feed = "/velopack/latest/releases.linux.json?localVersion=1.0.0&id=App&stagingId=x";
     let package = "/velopack/latest/App-1.2.0-linux-full.nupkg";
-    for path in [feed, package] {
+    // The packages themselves, the delta and the installer too: the folder of a version
+    // whose only feed is a private channel's is private.
+    for path in [
+        feed,
+        package,
+        "/releases/v1.2.0/App-1.2.0-linux-full.nupkg",
+        "/releases/v1.2.0/App-1.2.0-linux-delta.nupkg",
+        "/releases/v1.2.0/App.AppImage",
+    ] {
         let refused = get(&router, path, &[]).await;
         assert_eq!(refused.status, 401, "{path}");
     }
