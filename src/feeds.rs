@@ -12,7 +12,7 @@ use crate::error::AppError;
 use crate::origin::Found;
 use crate::policy::{self, Answer};
 use crate::release::channel::Channel;
-use crate::release::electron::{ChannelFile, ElectronManifest};
+use crate::release::electron::{ChannelFile, ElectronManifest, JsonAnswer};
 use crate::release::platform::{Arch, Format, Platform, packager_format};
 use crate::release::policy::Which;
 use crate::release::sparkle::{self, Appcast};
@@ -383,17 +383,51 @@ pub async fn json_update(app: &App, check: &UpdateCheck) -> Result<Answer, AppEr
             return json_answer(None, per_client);
         }
     }
-    let update = electron_update_json(
-        app,
-        &release,
-        check.platform,
-        check.arch,
+    Ok(Answer {
+        body: Some(electron_json_body(app, &release, check).await?),
+        update: true,
+        per_client,
+        required: false,
+    })
+}
+
+/// The JSON protocol's body for `check` from `release` without a policy: the one made before
+/// for the same platform, arch and signature (kept with the release), else made and kept.
+async fn electron_json_body(
+    app: &App,
+    release: &ElectronManifest,
+    check: &UpdateCheck,
+) -> Result<FeedBody, AppError> {
+    let (platform, arch) = (check.platform, check.arch);
+    let Some(file) = choose_file(&release.files, platform.update_format(), Some(arch)) else {
+        return Err(no_update_artifact(release, check));
+    };
+    // Read on every check (a cached lookup): a signature published or confirmed later gives
+    // another body, never a stale one.
+    let signature = signature_of(app, &release.version, file).await?;
+    if let Some(kept) = release.json.find(platform, arch, signature.as_deref()) {
+        return Ok(FeedBody {
+            bytes: kept.bytes,
+            etag: kept.etag,
+        });
+    }
+    let update = update_json(
+        release,
+        file,
+        platform,
         release.notes.clone(),
+        signature.clone(),
         None,
-    )
-    .await?
-    .ok_or_else(|| no_update_artifact(&release, check))?;
-    json_answer(Some(&update), per_client)
+    );
+    let body = json_body(&update)?;
+    release.json.keep(JsonAnswer {
+        platform,
+        arch,
+        signature,
+        bytes: body.bytes.clone(),
+        etag: body.etag.clone(),
+    });
+    Ok(body)
 }
 
 /// The update a client on `platform`/`arch` gets from `release`: its update artifact
@@ -412,7 +446,21 @@ pub async fn electron_update_json(
         return Ok(None);
     };
     let signature = signature_of(app, &release.version, file).await?;
-    Ok(Some(UpdateJson {
+    Ok(Some(update_json(
+        release, file, platform, notes, signature, minimum,
+    )))
+}
+
+/// The update `release` offers in `file` (its update artifact for the client's platform).
+fn update_json(
+    release: &ElectronManifest,
+    file: &ReleaseFile,
+    platform: Platform,
+    notes: Option<String>,
+    signature: Option<String>,
+    minimum: Option<&semver::Version>,
+) -> UpdateJson {
+    UpdateJson {
         version: release.version.to_string(),
         notes,
         pub_date: release.release_date.clone(),
@@ -421,7 +469,7 @@ pub async fn electron_update_json(
         format: packager_format(&file.name, platform),
         required: minimum.is_some(),
         minimum_version: minimum.map(semver::Version::to_string),
-    }))
+    }
 }
 
 /// The `404` of a release without an update artifact for the client.

@@ -1,6 +1,8 @@
 //! electron-builder channel files (`latest.yml`, `beta-mac.yml`, `latest-linux-arm64.yml`):
 //! naming, parsing into the release model, and rendering with absolute URLs.
 
+use std::sync::Mutex;
+
 use bytes::Bytes;
 use serde_norway::{Mapping, Value};
 
@@ -100,6 +102,72 @@ pub struct ElectronManifest {
     pub rendered: Bytes,
     /// Strong ETag of `rendered`, computed once.
     pub etag: String,
+    /// The JSON protocol's answers made from this release, kept with it.
+    pub json: JsonAnswers,
+}
+
+/// The JSON protocol's update answers (SPEC §2.3) made from one release, one per platform,
+/// arch and signature: a check without a release policy hands out a body made before
+/// instead of encoding it again. The body is a function of exactly these (and the release),
+/// so a kept one is never stale; a clone of the release starts without any.
+#[derive(Default)]
+pub struct JsonAnswers(Mutex<Vec<JsonAnswer>>);
+
+/// One kept answer: for whom, and its body and strong ETag.
+#[derive(Clone)]
+pub struct JsonAnswer {
+    /// The client's platform.
+    pub platform: Platform,
+    /// The client's arch.
+    pub arch: Arch,
+    /// The update artifact's signature, as sent.
+    pub signature: Option<String>,
+    /// The encoded answer.
+    pub bytes: Bytes,
+    /// Its strong ETag.
+    pub etag: String,
+}
+
+impl JsonAnswers {
+    /// Most answers kept per release: a release has a handful of platform and arch pairs.
+    const MAX: usize = 32;
+
+    /// The answer made before for `platform`, `arch` and `signature`.
+    pub fn find(
+        &self,
+        platform: Platform,
+        arch: Arch,
+        signature: Option<&str>,
+    ) -> Option<JsonAnswer> {
+        let kept = self.0.lock().ok()?;
+        kept.iter()
+            .find(|a| {
+                a.platform == platform && a.arch == arch && a.signature.as_deref() == signature
+            })
+            .cloned()
+    }
+
+    /// Keeps `answer` (while fewer than [`Self::MAX`] are).
+    pub fn keep(&self, answer: JsonAnswer) {
+        if let Ok(mut kept) = self.0.lock()
+            && kept.len() < Self::MAX
+        {
+            kept.push(answer);
+        }
+    }
+}
+
+impl Clone for JsonAnswers {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for JsonAnswers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kept = self.0.lock().map_or(0, |kept| kept.len());
+        write!(f, "JsonAnswers({kept} kept)")
+    }
 }
 
 impl ElectronManifest {
@@ -162,6 +230,7 @@ impl ElectronManifest {
             files,
             etag: super::body_etag(&rendered),
             rendered,
+            json: JsonAnswers::default(),
         })
     }
 }

@@ -264,6 +264,12 @@ async fn json_protocol_for_squirrel_mac_and_tauri() {
             .then(|| serde_json::json!("untrusted comment: sig\nRWQ="));
         assert_eq!(body.get("signature").cloned(), signature, "{path}");
     }
+    // The answers made before are kept with the release, one per platform and arch: asked
+    // again after the others, arm64 gets its own bytes and ETag back.
+    let again = get(&router, "/update/darwin/arm64/1.0.0", &[JSON]).await;
+    assert_eq!(again.body, reply.body);
+    assert_eq!(again.header("etag"), reply.header("etag"));
+    assert!(again.header("etag").starts_with('"'));
 
     for path in [
         "/update/darwin/arm64/1.1.0",
