@@ -168,36 +168,19 @@ pub async fn squirrel_releases(
     })
 }
 
-/// Velopack's feed `releases/latest/releases.{velopack_channel}.json`.
+/// Velopack's feed `releases/latest/releases.{velopack_channel}.json`, by `need`
+/// ([`Need::Optional`]: a probe among candidates).
 pub async fn velopack_feed(
-    app: &App,
-    velopack_channel: &str,
-) -> Result<Option<Arc<VelopackFeed>>, AppError> {
-    velopack_feed_by(app, velopack_channel, Need::Required).await
-}
-
-/// Velopack's feed of `velopack_channel`, as a probe among candidates ([`Need::Optional`]).
-async fn velopack_feed_if_any(
-    app: &App,
-    velopack_channel: &str,
-) -> Result<Option<Arc<VelopackFeed>>, AppError> {
-    velopack_feed_by(app, velopack_channel, Need::Optional).await
-}
-
-/// `releases/latest/{name}` for a name composed from a request's Velopack channel (checked:
-/// its characters are limited, not its shape).
-fn latest_key(name: &str) -> Result<ObjectKey, AppError> {
-    ObjectKey::from_trusted(format!("releases/latest/{name}"))
-        .map_err(|e| AppError::Internal(format!("bad manifest key {name}: {e}")))
-}
-
-async fn velopack_feed_by(
     app: &App,
     velopack_channel: &str,
     need: Need,
 ) -> Result<Option<Arc<VelopackFeed>>, AppError> {
+    // The name is composed from a request's Velopack channel: its characters are checked,
+    // not its shape.
     let name = format!("releases.{velopack_channel}.json");
-    Ok(match manifest(app, &latest_key(&name)?, need).await? {
+    let key = ObjectKey::from_trusted(format!("releases/latest/{name}"))
+        .map_err(|e| AppError::Internal(format!("bad manifest key {name}: {e}")))?;
+    Ok(match manifest(app, &key, need).await? {
         Some(Manifest::Velopack(feed)) => Some(feed),
         _ => None,
     })
@@ -215,7 +198,7 @@ pub async fn velopack_package_url(
     file_name: &str,
 ) -> Result<Option<(String, String)>, AppError> {
     for channel in velopack_channels {
-        if let Some(feed) = velopack_feed_if_any(app, channel).await?
+        if let Some(feed) = velopack_feed(app, channel, Need::Optional).await?
             && let Some(version) = feed.package_version(file_name)
         {
             let url = crate::release::absolute_artifact_url(
@@ -251,7 +234,7 @@ pub async fn velopack_update(
     client: Option<&semver::Version>,
     id: impl FnOnce() -> Option<String>,
 ) -> Result<Answer, AppError> {
-    let Some(feed) = velopack_feed(app, velopack_channel).await? else {
+    let Some(feed) = velopack_feed(app, velopack_channel, Need::Required).await? else {
         return Err(AppError::NoRelease {
             message: format!("no releases.{velopack_channel}.json in the store"),
             available: Vec::new(),
@@ -405,11 +388,8 @@ async fn electron_json_body(
     // Read on every check (a cached lookup): a signature published or confirmed later gives
     // another body, never a stale one.
     let signature = signature_of(app, &release.version, file).await?;
-    if let Some(kept) = release.json.find(platform, arch, signature.as_deref()) {
-        return Ok(FeedBody {
-            bytes: kept.bytes,
-            etag: kept.etag,
-        });
+    if let Some((bytes, etag)) = release.json.find(platform, arch, signature.as_deref()) {
+        return Ok(FeedBody { bytes, etag });
     }
     let update = update_json(
         release,
@@ -657,9 +637,9 @@ pub async fn latest_installer(
                 let view = app.policies.electron(app, &file, release, policy).await?;
                 let (chosen, decided) = view.latest(format, arch, &id);
                 per_client = decided;
-                chosen.map(location)
+                chosen.map(|file| location(&file.url))
             }
-            None => choose_file(&release.files, format, arch).map(location),
+            None => choose_file(&release.files, format, arch).map(|file| location(&file.url)),
         };
         if let Some(location) = chosen {
             return Ok((location?, per_client));
@@ -729,7 +709,7 @@ async fn updater_installer(
         (_, format) => [format, format],
     };
     for velopack_channel in velopack::feed_channels(channel, platform) {
-        let Some(feed) = velopack_feed_if_any(app, &velopack_channel).await? else {
+        let Some(feed) = velopack_feed(app, &velopack_channel, Need::Optional).await? else {
             continue;
         };
         let (version, per_client) = match &policy {
@@ -767,9 +747,9 @@ async fn updater_installer(
     Ok(None)
 }
 
-/// A file's URL as a `Location` header.
-fn location(file: &ReleaseFile) -> Result<HeaderValue, AppError> {
-    HeaderValue::from_str(&file.url)
+/// A download URL as a `Location` header.
+pub fn location(url: &str) -> Result<HeaderValue, AppError> {
+    HeaderValue::from_str(url)
         .map_err(|e| AppError::Internal(format!("unencodable download URL: {e}")))
 }
 

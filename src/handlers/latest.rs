@@ -7,10 +7,9 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
-use crate::access::Credentials;
 use crate::error::AppError;
 use crate::feeds;
-use crate::handlers::client_ip;
+use crate::handlers::credentials;
 use crate::handlers::update::rollout_identity;
 use crate::release::channel::Channel;
 use crate::release::platform::{Format, Hints, detect};
@@ -102,8 +101,7 @@ async fn redirect(
     let private = app
         .access
         .channel(&channel, || {
-            Credentials::from_request(headers, None, client_ip(&app, headers, extensions))
-                .or_token(query.token.as_deref())
+            credentials(&app, headers, None, extensions).or_token(query.token.as_deref())
         })?
         .is_some();
     let format = match query.format.as_deref() {
@@ -126,12 +124,12 @@ async fn redirect(
     } else {
         CACHE_URL_ONLY
     };
+    // A private channel's visitor gets the URL signed (the token is not carried along).
     let location = if private {
         let url = location
             .to_str()
             .map_err(|e| AppError::Internal(format!("unencodable download URL: {e}")))?;
-        HeaderValue::from_str(&app.access.sign_url(url))
-            .map_err(|e| AppError::Internal(format!("unencodable download URL: {e}")))?
+        feeds::location(&app.access.sign_url(url))?
     } else {
         location
     };

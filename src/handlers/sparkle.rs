@@ -2,9 +2,9 @@
 //! an app's `Info.plist`, and `/update/darwin/{a}/{v}/appcast.xml` (dispatched from
 //! `update`) for apps that set their feed URL at run time with their version in it.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::response::Response;
-use http::{Extensions, HeaderMap};
+use http::HeaderMap;
 use serde::Deserialize;
 
 use crate::error::AppError;
@@ -31,19 +31,15 @@ pub async fn appcast(
     State(app): State<AppState>,
     Path(channel): Path<String>,
     Query(query): Query<SparkleQuery>,
-    headers: HeaderMap,
-    extensions: Extensions,
+    request: Request,
 ) -> Result<Response, AppError> {
+    // The parts by reference: extracting `HeaderMap` and `Extensions` would clone both.
+    let parts = request.into_parts().0;
+    let (headers, extensions) = (&parts.headers, &parts.extensions);
     let channel = Channel::parse(&channel)?;
-    admit_with(
-        &app,
-        &channel,
-        query.token.as_deref(),
-        &headers,
-        &extensions,
-    )?;
-    let id = || rollout_identity(&app, query.id.as_deref(), &headers, &extensions);
-    respond(&app, &channel, ["darwin", "other"], None, &headers, id).await
+    admit_with(&app, &channel, query.token.as_deref(), headers, extensions)?;
+    let id = || rollout_identity(&app, query.id.as_deref(), headers, extensions);
+    respond(&app, &channel, ["darwin", "other"], None, headers, id).await
 }
 
 /// The appcast for a client on `client`, counted and mapped to a response.

@@ -3,9 +3,9 @@
 //! (dispatched from `update`). Velopack's `HttpSource` replaces the base URL's query with
 //! `localVersion`, `id` (the app's id) and `stagingId` (the install's rollout identity).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 use crate::error::AppError;
@@ -78,9 +78,11 @@ pub async fn feed(
     State(app): State<AppState>,
     Path((base, file)): Path<(String, String)>,
     Query(query): Query<VelopackQuery>,
-    headers: HeaderMap,
-    extensions: Extensions,
+    request: Request,
 ) -> Result<Response, AppError> {
+    // The parts by reference: extracting `HeaderMap` and `Extensions` would clone both.
+    let parts = request.into_parts().0;
+    let (headers, extensions) = (&parts.headers, &parts.extensions);
     if !valid_channel(&base) {
         return Err(AppError::BadRequest {
             code: "invalid_channel",
@@ -93,8 +95,7 @@ pub async fn feed(
             "win32" => Platform::Windows,
             _ => Platform::Linux,
         });
-        let admit =
-            |c: &Channel| admit_with(&app, c, query.token.as_deref(), &headers, &extensions);
+        let admit = |c: &Channel| admit_with(&app, c, query.token.as_deref(), headers, extensions);
         return package(&app, &file, &[&base, os, "win", "osx", "linux"], admit).await;
     };
     let client = match query.local_version.as_deref().filter(|v| !v.is_empty()) {
@@ -104,14 +105,14 @@ pub async fn feed(
         })?),
         None => None,
     };
-    let id = || rollout_identity(&app, query.staging_id.as_deref(), &headers, &extensions);
-    let admit = |c: &Channel| admit_with(&app, c, query.token.as_deref(), &headers, &extensions);
+    let id = || rollout_identity(&app, query.staging_id.as_deref(), headers, extensions);
+    let admit = |c: &Channel| admit_with(&app, c, query.token.as_deref(), headers, extensions);
     respond(
         &app,
         velopack_channel,
         labels(&query, velopack_channel),
         client.as_ref(),
-        &headers,
+        headers,
         admit,
         id,
     )

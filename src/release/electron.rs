@@ -114,7 +114,6 @@ pub struct ElectronManifest {
 pub struct JsonAnswers(Mutex<Vec<JsonAnswer>>);
 
 /// One kept answer: for whom, and its body and strong ETag.
-#[derive(Clone)]
 pub struct JsonAnswer {
     /// The client's platform.
     pub platform: Platform,
@@ -132,19 +131,19 @@ impl JsonAnswers {
     /// Most answers kept per release: a release has a handful of platform and arch pairs.
     const MAX: usize = 32;
 
-    /// The answer made before for `platform`, `arch` and `signature`.
+    /// The body and ETag of the answer made before for `platform`, `arch` and `signature`.
     pub fn find(
         &self,
         platform: Platform,
         arch: Arch,
         signature: Option<&str>,
-    ) -> Option<JsonAnswer> {
+    ) -> Option<(Bytes, String)> {
         let kept = self.0.lock().ok()?;
         kept.iter()
             .find(|a| {
                 a.platform == platform && a.arch == arch && a.signature.as_deref() == signature
             })
-            .cloned()
+            .map(|a| (a.bytes.clone(), a.etag.clone()))
     }
 
     /// Keeps `answer` (while fewer than [`Self::MAX`] are).
