@@ -55,7 +55,7 @@ pub(crate) fn file_len(path: &Path) -> usize {
 pub(crate) async fn interrupted_curl(out: &Path, url: &str) {
     let mut first = tokio::process::Command::new("curl");
     first
-        .args(["-sS", "-g", "--fail", "--limit-rate", "1M", "-o"])
+        .args(["-sS", "-g", "--fail", "--limit-rate", "200K", "-o"])
         .arg(out)
         .arg(url)
         .stdin(Stdio::null())
